@@ -1,0 +1,40 @@
+# Two entry points for a fresh Debian machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_TEST_PACKAGES := sip-tester baresip-core
+APT_BENCH_PACKAGES := sip-tester kamailio
+
+.PHONY: run test lint bench venv apt-test apt-bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Installs missing Debian packages (needs root or sudo).
+apt-%:
+	@pkgs="$(APT_$(shell echo $* | tr a-z A-Z)_PACKAGES)"; missing=""; \
+	for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+run: venv
+	$(VENV)/bin/meshsip run $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check overlay appliance tests bench
+
+test: venv apt-test lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv apt-bench
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
