@@ -1,0 +1,414 @@
+"""SIP messages: parsing, validation and serialisation (RFC 3261 sections 7, 20, 25).
+
+A message keeps its headers as an ordered list of (canonical name, value).
+Compact names are expanded and comma-separated list headers (Via, Contact,
+Route, ...) are split into one entry per value, so a proxy can push and pop
+single values. The headers the core relies on are validated at parse time, so
+anything that parses can be handled without further syntax surprises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+from .uri import (
+    NameAddr,
+    Params,
+    Uri,
+    format_hostport,
+    format_params,
+    is_token,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+    split_hostport,
+    split_quoted,
+)
+
+COMPACT = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact",
+    "k": "Supported", "l": "Content-Length", "m": "Contact", "n": "Identity-Info",
+    "o": "Event", "r": "Refer-To", "s": "Subject", "t": "To", "u": "Allow-Events",
+    "v": "Via", "x": "Session-Expires", "y": "Identity",
+}
+_KNOWN = [
+    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Authentication-Info",
+    "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+    "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Expires",
+    "From", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires", "Organization",
+    "Path", "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require",
+    "Record-Route", "Reply-To", "Require", "Retry-After", "Route", "Server", "Subject",
+    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate", "Event", "Allow-Events", "Refer-To", "Referred-By", "Session-Expires",
+    "Service-Route", "Reason", "RSeq", "RAck", "P-Asserted-Identity",
+]
+CANONICAL = {name.lower(): name for name in _KNOWN} | COMPACT
+# Headers whose grammar is a comma-separated list: split into one entry per value.
+LIST_HEADERS = frozenset({
+    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+    "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Error-Info", "In-Reply-To",
+    "Path", "Proxy-Require", "Record-Route", "Require", "Route", "Service-Route", "Supported",
+    "Unsupported", "Via", "Warning", "P-Asserted-Identity", "Reason",
+})
+# Headers that may appear at most once.
+SINGLE_HEADERS = frozenset({
+    "Call-ID", "Content-Length", "Content-Type", "CSeq", "Date", "Expires", "From",
+    "Max-Forwards", "Min-Expires", "Retry-After", "To",
+})
+SIP_VERSION = "SIP/2.0"
+_METHOD = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?\Z")
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+)
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+/[A-Za-z0-9\-.!%*_+`'~]+\s*(;.*)?\Z", re.S)
+_FOLD = re.compile(r"\r?\n[ \t]+")
+MAX_CSEQ = 2**31 - 1
+MAX_DELTA = 2**32 - 1
+
+
+def canonical_name(name: str) -> str:
+    return CANONICAL.get(name.lower(), name)
+
+
+@dataclass(eq=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {format_hostport(self.host, self.port)}" + format_params(
+            self.params
+        )
+
+
+def parse_via(text: str) -> Via:
+    proto, _, rest = text.strip().partition(" ")
+    parts = [p.strip() for p in proto.split("/")]
+    if len(parts) != 3 or parts[0].upper() != "SIP" or not all(is_token(p) for p in parts):
+        # Allow LWS around the slashes ("SIP / 2.0 / UDP"): re-split on the whole text.
+        m = re.match(r"\s*SIP\s*/\s*([\w.]+)\s*/\s*([\w\-.!%*+`'~]+)\s+(.*)\Z", text, re.S | re.I)
+        if not m:
+            raise SipParseError(f"bad Via {text.strip()!r}")
+        parts, rest = ["SIP", m.group(1), m.group(2)], m.group(3)
+    if parts[1] != "2.0":
+        raise SipParseError(f"bad Via version {parts[1]!r}")
+    sent_by, semi, param_text = rest.strip().partition(";")
+    host, port = split_hostport(sent_by.strip(), "Via")
+    params = parse_params(param_text, "Via") if semi else {}
+    return Via(parts[2].upper(), host, port, params)
+
+
+def parse_cseq(text: str) -> tuple[int, str]:
+    number, _, method = text.strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or int(number) > MAX_CSEQ or not _METHOD.match(method):
+        raise SipParseError(f"bad CSeq {text!r}")
+    return int(number), method
+
+
+def parse_delta(text: str, what: str, limit: int = MAX_DELTA) -> int:
+    text = text.strip()
+    if not text.isdigit() or int(text) > limit:
+        raise SipParseError(f"bad {what} value {text!r}")
+    return int(text)
+
+
+def _check_contact(value: str) -> None:
+    if value.strip() != "*":
+        na = parse_name_addr(value, "Contact")
+        if "expires" in na.params:
+            parse_delta(na.params["expires"] or "", "Contact expires")
+
+
+def _check_retry_after(value: str) -> None:
+    parse_delta(value.split(";", 1)[0].split("(", 1)[0], "Retry-After")
+
+
+def _check_warning(value: str) -> None:
+    code = value.strip().split(" ", 1)[0]
+    if len(code) != 3 or not code.isdigit():
+        raise SipParseError(f"bad Warning code {code!r}")
+
+
+def _check_date(value: str) -> None:
+    if not _DATE.match(value.strip()):
+        raise SipParseError(f"bad Date {value.strip()!r}")
+
+
+def _check_call_id(value: str) -> None:
+    if not _CALL_ID.match(value.strip()):
+        raise SipParseError(f"bad Call-ID {value.strip()!r}")
+
+
+def _check_content_type(value: str) -> None:
+    if not _MEDIA_TYPE.match(value.strip()):
+        raise SipParseError(f"bad Content-Type {value.strip()!r}")
+
+
+_VALIDATORS = {
+    "Via": parse_via,
+    "From": lambda v: parse_name_addr(v, "From"),
+    "To": lambda v: parse_name_addr(v, "To"),
+    "Contact": _check_contact,
+    "Route": lambda v: parse_name_addr(v, "Route"),
+    "Record-Route": lambda v: parse_name_addr(v, "Record-Route"),
+    "CSeq": parse_cseq,
+    "Call-ID": _check_call_id,
+    "Max-Forwards": lambda v: parse_delta(v, "Max-Forwards", 255),
+    "Expires": lambda v: parse_delta(v, "Expires"),
+    "Min-Expires": lambda v: parse_delta(v, "Min-Expires"),
+    "Content-Length": lambda v: parse_delta(v, "Content-Length"),
+    "Retry-After": _check_retry_after,
+    "Warning": _check_warning,
+    "Date": _check_date,
+    "Content-Type": _check_content_type,
+}
+
+
+class Message:
+    """Header access shared by requests and responses (names are case-insensitive)."""
+
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def get(self, name: str) -> str | None:
+        name = canonical_name(name)
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        name = canonical_name(name)
+        return [v for n, v in self.headers if n == name]
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of `name` by one, kept at the first one's place."""
+        name = canonical_name(name)
+        for i, (n, _) in enumerate(self.headers):
+            if n == name:
+                self.headers[i] = (name, value)
+                self.headers[i + 1 :] = [h for h in self.headers[i + 1 :] if h[0] != name]
+                return
+        self.headers.append((name, value))
+
+    def add(self, name: str, value: str, first: bool = False) -> None:
+        """Append `value`; with first=True, put it before the other values of `name`."""
+        name = canonical_name(name)
+        if first:
+            for i, (n, _) in enumerate(self.headers):
+                if n == name:
+                    self.headers.insert(i, (name, value))
+                    return
+        self.headers.append((name, value))
+
+    def remove(self, name: str) -> None:
+        name = canonical_name(name)
+        self.headers = [h for h in self.headers if h[0] != name]
+
+    def pop_first(self, name: str) -> str | None:
+        name = canonical_name(name)
+        for i, (n, v) in enumerate(self.headers):
+            if n == name:
+                del self.headers[i]
+                return v
+        return None
+
+    # Parsed views of the headers every transaction and dialog needs.
+    @property
+    def call_id(self) -> str:
+        return (self.get("Call-ID") or "").strip()
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return parse_cseq(self.get("CSeq") or "")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        value = self.get("Via")
+        if value is None:
+            raise SipParseError("no Via")
+        return parse_via(value)
+
+    @property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self.get("From") or "", "From")
+
+    @property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self.get("To") or "", "To")
+
+    def contacts(self) -> list[NameAddr | None]:
+        """Contact values; None stands for `*`."""
+        return [
+            None if v.strip() == "*" else parse_name_addr(v, "Contact")
+            for v in self.get_all("Contact")
+        ]
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        lines = [self.start_line()]
+        lines.extend(f"{n}: {v}" for n, v in self.headers if n != "Content-Length")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.encode()
+
+
+@dataclass(eq=True)
+class Request(Message):
+    method: str
+    uri: Uri
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    @property
+    def max_forwards(self) -> int:
+        value = self.get("Max-Forwards")
+        return 70 if value is None else int(value.strip())
+
+
+@dataclass(eq=True)
+class Response(Message):
+    status: int
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}".rstrip(" ")
+
+
+def _split_header_section(data: bytes) -> tuple[str, bytes]:
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head, body = data[:end], data[end + 4 :]
+    else:
+        end = data.find(b"\n\n")
+        if end < 0:
+            # A message with no body may lack the final empty line on UDP.
+            head, body = data.rstrip(b"\r\n"), b""
+        else:
+            head, body = data[:end], data[end + 2 :]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # Reason phrases and display names must be UTF-8, but be lenient elsewhere.
+        text = head.decode("utf-8", "surrogateescape")
+    return text, body
+
+
+def parse_headers(lines: list[str]) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _HEADER_NAME.match(name):
+            raise SipParseError(f"bad header line {line[:40]!r}")
+        name = canonical_name(name)
+        value = value.strip(" \t")
+        if name in LIST_HEADERS:
+            for item in split_quoted(value, ","):
+                item = item.strip(" \t")
+                if not item:
+                    raise SipParseError(f"empty value in {name}")
+                headers.append((name, item))
+        else:
+            headers.append((name, value))
+    return headers
+
+
+def _validate(headers: list[tuple[str, str]]) -> None:
+    seen: set[str] = set()
+    for name, value in headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                raise SipParseError(f"{name} appears more than once")
+            seen.add(name)
+        check = _VALIDATORS.get(name)
+        if check is not None:
+            check(value)
+    present = {name for name, _ in headers}
+    missing = [n for n in ("Via", "From", "To", "Call-ID", "CSeq") if n not in present]
+    if missing:
+        raise SipParseError("missing " + ", ".join(missing))
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one complete message (a UDP datagram or a framed stream message)."""
+    data = data.lstrip(b"\r\n")  # CRLF keep-alives before the start line
+    if not data:
+        raise SipParseError("empty message")
+    text, body = _split_header_section(data)
+    lines = _FOLD.sub(" ", text).replace("\r\n", "\n").split("\n")
+    start, header_lines = lines[0], lines[1:]
+    headers = parse_headers(header_lines)
+    _validate(headers)
+    message: Request | Response
+    if start.startswith("SIP/"):
+        message = _parse_status_line(start, headers)
+    else:
+        message = _parse_request_line(start, headers)
+        number, method = parse_cseq(message.get("CSeq") or "")
+        if method != message.method:
+            raise SipParseError(f"CSeq method {method} does not match {message.method}")
+    length_text = message.get("Content-Length")
+    if length_text is not None:
+        length = int(length_text.strip())
+        if length > len(body):
+            raise SipParseError(f"Content-Length {length} exceeds the {len(body)} body bytes")
+        body = body[:length]
+    message.body = body
+    return message
+
+
+def _parse_request_line(line: str, headers: list[tuple[str, str]]) -> Request:
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError(f"bad request line {line[:80]!r}")
+    method, uri_text, version = parts
+    if not _METHOD.match(method):
+        raise SipParseError(f"bad method {method!r}")
+    if version.upper() != SIP_VERSION:
+        if re.fullmatch(r"SIP/\d+\.\d+", version, re.I):
+            raise SipParseError(f"SIP version {version} not supported", status=505)
+        raise SipParseError(f"bad SIP version {version!r}")
+    if uri_text.startswith("<"):
+        raise SipParseError("Request-URI must not be enclosed in <>")
+    uri = parse_uri(uri_text)
+    if uri.headers:
+        raise SipParseError("Request-URI must not carry headers")
+    return Request(method, uri, headers)
+
+
+def _parse_status_line(line: str, headers: list[tuple[str, str]]) -> Response:
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != SIP_VERSION:
+        raise SipParseError(f"bad SIP version {version!r}", status=505)
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipParseError(f"bad status code {code[:12]!r}")
+    return Response(int(code), reason, headers)

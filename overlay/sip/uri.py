@@ -1,0 +1,314 @@
+"""SIP URIs, name-addr values and generic parameters (RFC 3261 sections 19.1, 20.10, 25.1).
+
+Parsed values keep user parts and display names unescaped; serialisation
+escapes them again, so parse(str(x)) == x.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+
+Params = dict[str, str | None]
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?\Z")
+_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# Characters a user part may carry unescaped: unreserved / user-unreserved.
+_USER_SAFE = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
+)
+_PASSWORD_SAFE = (_USER_SAFE - set(";?/")) | set("&=+$,")
+# Bytes that never appear raw inside a URI (we reject rather than guess).
+_URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>\"]")
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+def _unescape(text: str, what: str) -> str:
+    if "%" not in text:
+        return text
+    out = bytearray()
+    i = 0
+    raw = text.encode("utf-8", "surrogateescape")
+    while i < len(raw):
+        if raw[i] == 0x25:  # '%'
+            hexpair = raw[i + 1 : i + 3]
+            if len(hexpair) != 2 or not all(c in b"0123456789abcdefABCDEF" for c in hexpair):
+                raise SipParseError(f"bad %-escape in {what}")
+            out.append(int(hexpair, 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _escape(text: str, safe: frozenset[str] | set[str]) -> str:
+    if all(c in safe for c in text):
+        return text
+    out = []
+    for ch in text:
+        if ch in safe:
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+def _parse_port(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+        raise SipParseError(f"bad port in {what}: {text!r}")
+    return int(text)
+
+
+def check_host(host: str, what: str) -> str:
+    if not (_HOSTNAME.match(host) or _IPV6.match(host)):
+        raise SipParseError(f"bad host in {what}: {host!r}")
+    return host
+
+
+def split_hostport(text: str, what: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"unterminated IPv6 reference in {what}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise SipParseError(f"junk after IPv6 reference in {what}")
+        port = _parse_port(rest[1:], what) if rest else None
+    else:
+        host, sep, port_text = text.partition(":")
+        port = _parse_port(port_text, what) if sep else None
+    return check_host(host, what), port
+
+
+def format_hostport(host: str, port: int | None) -> str:
+    return host if port is None else f"{host}:{port}"
+
+
+def parse_params(text: str, what: str) -> Params:
+    """Parse `;name=value;flag` (text starts after the first ';')."""
+    params: Params = {}
+    for item in split_quoted(text, ";"):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not name or not is_token(name):
+            raise SipParseError(f"bad parameter {item.strip()!r} in {what}")
+        if sep:
+            value = value.strip()
+            if not value:
+                raise SipParseError(f"empty value for parameter {name!r} in {what}")
+            if value.startswith('"'):
+                if len(value) < 2 or not value.endswith('"') or value.endswith('\\"'):
+                    raise SipParseError(f"unterminated quoted parameter {name!r} in {what}")
+            elif any(c in value for c in ' \t"<>,'):
+                raise SipParseError(f"bad value for parameter {name!r} in {what}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def format_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def split_quoted(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside quoted strings and <...>; an unbalanced quote is an error."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    angle = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == sep and not angle:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError("unterminated quoted string")
+    parts.append(text[start:])
+    return parts
+
+
+def unquote(text: str) -> str:
+    """Inner text of a quoted-string (with \\-escapes resolved)."""
+    inner = text[1:-1]
+    if "\\" not in inner:
+        return inner
+    return re.sub(r"\\(.)", r"\1", inner, flags=re.S)
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(eq=True)
+class Uri:
+    """A SIP/SIPS URI, or any other absolute URI kept opaque (tel:, http:, ...)."""
+
+    scheme: str = "sip"
+    user: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    password: str | None = None
+    opaque: str | None = None  # everything after "scheme:" for non-SIP schemes
+
+    @property
+    def is_sip(self) -> bool:
+        return self.opaque is None
+
+    @property
+    def transport(self) -> str:
+        value = self.params.get("transport")
+        if value:
+            return value.upper()
+        return "TLS" if self.scheme == "sips" else "UDP"
+
+    def aor(self) -> str:
+        """The address-of-record form used as a location key: scheme:user@host."""
+        user = f"{_escape(self.user, _USER_SAFE)}@" if self.user is not None else ""
+        return f"{self.scheme}:{user}{self.host.lower()}"
+
+    def copy(self, **changes: object) -> Uri:
+        values = {
+            "scheme": self.scheme, "user": self.user, "host": self.host, "port": self.port,
+            "params": dict(self.params), "headers": dict(self.headers),
+            "password": self.password, "opaque": self.opaque,
+        }
+        values.update(changes)
+        return Uri(**values)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(_escape(self.user, _USER_SAFE))
+            if self.password is not None:
+                out.append(":" + _escape(self.password, _PASSWORD_SAFE))
+            out.append("@")
+        out.append(format_hostport(self.host, self.port))
+        out.append(format_params(self.params))
+        if self.headers:
+            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
+        return "".join(out)
+
+
+def parse_uri(text: str) -> Uri:
+    if _URI_FORBIDDEN.search(text):
+        raise SipParseError(f"bad character in URI {text!r}")
+    scheme, sep, rest = text.partition(":")
+    if not sep or not _SCHEME.match(scheme):
+        raise SipParseError(f"bad URI scheme in {text!r}")
+    scheme = scheme.lower()
+    if scheme not in ("sip", "sips"):
+        if not rest:
+            raise SipParseError(f"empty {scheme} URI")
+        return Uri(scheme=scheme, opaque=rest)
+    what = f"URI {text!r}"
+    user = password = None
+    qmark = rest.find("?")
+    at = rest.find("@", 0, qmark if qmark >= 0 else len(rest))
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        if ":" in userinfo:
+            # A user part may contain ';' (user params) but never an unescaped ':'.
+            userinfo, _, pw = userinfo.partition(":")
+            password = _unescape(pw, what)
+        if not userinfo:
+            raise SipParseError(f"empty user part in {what}")
+        user = _unescape(userinfo, what)
+    headers: dict[str, str] = {}
+    rest, qsep, header_text = rest.partition("?")
+    if qsep:
+        for item in header_text.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise SipParseError(f"bad header {item!r} in {what}")
+            headers[name] = value
+    hostport, _, param_text = rest.partition(";")
+    host, port = split_hostport(hostport, what)
+    params = parse_params(param_text, what) if param_text or rest.endswith(";") else {}
+    return Uri(scheme, user, host, port, params, headers, password)
+
+
+@dataclass(eq=True)
+class NameAddr:
+    """A From/To/Contact/Route value: optional display name, URI, header parameters."""
+
+    uri: Uri
+    display: str | None = None
+    params: Params = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        display = "" if self.display is None else quote(self.display) + " "
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+_DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*\Z")
+
+
+def parse_name_addr(text: str, what: str = "address") -> NameAddr:
+    """Parse name-addr (`"Bob" <sip:..>;tag=x`) or addr-spec (`sip:..;tag=x`) with params."""
+    text = text.strip()
+    display: str | None = None
+    if text.startswith('"'):
+        i = 1
+        while i < len(text) and text[i] != '"':
+            i += 2 if text[i] == "\\" else 1
+        if i >= len(text):
+            raise SipParseError(f"unterminated display name in {what}")
+        display = unquote(text[: i + 1])
+        text = text[i + 1 :].lstrip()
+        if not text.startswith("<"):
+            raise SipParseError(f"quoted display name without <URI> in {what}")
+    lt = text.find("<")
+    if lt >= 0:
+        if display is None and lt > 0:
+            words = text[:lt].strip()
+            if words and not _DISPLAY_TOKENS.match(words):
+                raise SipParseError(f"display name {words!r} must be quoted in {what}")
+            display = words or None
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipParseError(f"unterminated <URI> in {what}")
+        uri = parse_uri(text[lt + 1 : gt])
+        rest = text[gt + 1 :].strip()
+    else:
+        # addr-spec: ';' starts header parameters, and ',', '?' are not allowed (RFC 3261 20.10).
+        uri_text, semi, rest = text.partition(";")
+        rest = semi + rest
+        if "?" in uri_text or "," in uri_text:
+            raise SipParseError(f"URI with '?' or ',' must be enclosed in <> in {what}")
+        uri = parse_uri(uri_text.strip())
+    if rest and not rest.startswith(";"):
+        raise SipParseError(f"junk after URI in {what}: {rest[:20]!r}")
+    params = parse_params(rest[1:], what) if rest else {}
+    return NameAddr(uri, display, params)
