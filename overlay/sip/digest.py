@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .errors import SipParseError
+
 _HASHES = {"MD5": "md5", "SHA-256": "sha256"}
 ALGORITHMS = ("SHA-256", "MD5")  # offer order: RFC 8760 §2.4 wants SHA-256 first
 
@@ -23,12 +25,8 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _NC = re.compile(r"[0-9A-Fa-f]{8}")
 
 
-class DigestError(ValueError):
-    """A digest header that is malformed or asks for something we do not support."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class DigestError(SipParseError):
+    """A digest header that is malformed or asks for what we do not support (status 400)."""
 
 
 class Verdict(StrEnum):
@@ -187,8 +185,7 @@ class DigestServer:
         nonce = self._sign(format(int(now * 1000), "x"))
         tail = ", stale=true" if stale else ""
         return [
-            f'Digest realm={_quote(self.realm)}, nonce="{nonce}", algorithm={alg}, '
-            f'qop="auth"{tail}'
+            f'Digest realm={_quote(self.realm)}, nonce="{nonce}", algorithm={alg}, qop="auth"{tail}'
             for alg in ALGORITHMS
         ]
 

@@ -1,0 +1,98 @@
+"""The `meshsip` command: `meshsip run` starts a node, `meshsip status` asks one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, load_config
+from .control import query
+from .node import NodeError, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshsip", description="Emergency phone network node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (every key optional)")
+    common.add_argument("--data-dir", type=Path, help="where the node keeps its state")
+    run = sub.add_parser("run", parents=[common], help="run a node in the foreground")
+    run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
+    run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    status = sub.add_parser("status", parents=[common], help="show registrations and calls")
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, {
+            "data_dir": args.data_dir,
+            "bind": getattr(args, "bind", None),
+            "sip_port": getattr(args, "sip_port", None),
+            "log_level": getattr(args, "log_level", None),
+        })
+    except ConfigError as exc:
+        print(f"meshsip: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        return _status(config.data_dir, args.json)
+    return _run(config)
+
+
+def _run(config: Any) -> int:
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    try:
+        asyncio.run(run())
+    except NodeError as exc:
+        print(f"meshsip: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(data_dir: Path, as_json: bool) -> int:
+    try:
+        status = query(data_dir / "control.sock")
+    except (OSError, ValueError) as exc:
+        print(f"meshsip: no node is running with data directory {data_dir} ({exc})",
+              file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return 0
+    node = status["node"]
+    print(f"node: SIP port {node['sip_port']} on {node['bind']}, registration {node['policy']}, "
+          f"up {node['uptime_seconds']}s, data in {node['data_dir']}")
+    regs = status["registrations"]
+    print(f"registrations: {len(regs)}")
+    for r in regs:
+        print(f"  {r['extension']:<12} {r['contact']}  "
+              f"(expires in {r['expires_in']}s, {r['source']})")
+    calls = status["calls"]
+    print(f"calls: {len(calls)}")
+    for c in calls:
+        print(f"  {c['caller']} -> {c['callee']}  {c['state']} {c['seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

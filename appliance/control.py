@@ -1,0 +1,72 @@
+"""The node's local control socket: `meshsip status` asks it for the node's state.
+
+A Unix socket in the data directory, so only local users with access to that
+directory can read it. Unix socket paths are limited to about 100 bytes; a
+longer one is reached through its directory (chdir) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MAX_SOCKET_PATH = 100
+
+
+def _short_path(path: Path) -> str:
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return str(path)
+    os.chdir(path.parent)
+    return path.name
+
+
+class ControlServer:
+    def __init__(self, path: Path, status: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.status = status
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, _short_path(self.path))
+        self.path.chmod(0o660)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            command = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+            if command == "status":
+                reply: dict[str, Any] = self.status()
+            else:
+                reply = {"error": f"unknown command {command!r}"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def query(path: Path, command: str = "status", timeout: float = 5.0) -> dict[str, Any]:
+    """Ask a running node; raises OSError when no node answers at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(_short_path(path))
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return json.loads(data)

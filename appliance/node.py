@@ -1,0 +1,221 @@
+"""One meshsip box: the asyncio adapter that feeds sockets and time to the sans-IO cores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+from overlay.sip.transaction import TransactionLayer
+
+from overlay.sip.errors import SipParseError
+from overlay.sip.message import Request, parse_message
+from overlay.sip.responses import salvage_error_response
+from overlay.sip.routing import Address, local_ip_for, stamp_via
+from overlay.sip.transport import SipTransport
+
+from .auth import DigestPolicy
+from .config import Config
+from .control import ControlServer
+from .proxy import Proxy
+from .registrar import Location
+from .users import load_users
+
+log = logging.getLogger("meshsip.node")
+HOUSEKEEPING_SECONDS = 5.0
+
+
+class NodeError(Exception):
+    """A problem the operator must fix (bad data dir, port in use, ...), said plainly."""
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.started_at = time.time()
+        self.counters = {"parse_errors": 0, "bad_requests_answered": 0}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._local_ips: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        identity = self._load_identity()
+        self.token: str = identity["token"]
+        auth = None
+        if config.policy == "digest":
+            assert config.users_file is not None
+            try:
+                users = load_users(config.users_file)
+            except Exception as exc:  # UsersFileError, said as is
+                raise NodeError(str(exc)) from None
+            auth = DigestPolicy(users, config.realm, bytes.fromhex(identity["secret"]))
+        self.location = Location(
+            min_expires=config.min_expires, max_expires=config.max_expires,
+            default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,
+        )
+        self.txl = TransactionLayer(t1=config.t1_ms / 1000.0)
+        self.proxy = Proxy(self.txl, self.location, self._local_address, self.token)
+        self.transport = SipTransport(self._on_message, self._on_send_error)
+        self.control = ControlServer(self.data_dir / "control.sock", self.status)
+        self.bindings_file = self.data_dir / "bindings.json"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _load_identity(self) -> dict[str, str]:
+        """A per-box token (marks our Record-Route) and secret (digest nonces), kept on disk."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(
+                f"cannot create data directory {self.data_dir}: {exc.strerror}"
+            ) from None
+        if not os.access(self.data_dir, os.W_OK):
+            raise NodeError(f"data directory {self.data_dir} is not writable")
+        path = self.data_dir / "node.json"
+        try:
+            identity = json.loads(path.read_text())
+            if isinstance(identity.get("token"), str) and isinstance(identity.get("secret"), str):
+                return identity
+        except (OSError, ValueError, AttributeError):
+            pass
+        identity = {"token": secrets.token_hex(6), "secret": secrets.token_hex(32)}
+        path.write_text(json.dumps(identity))
+        path.chmod(0o600)
+        return identity
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        restored = self.location.load(self.bindings_file, time.time(), loop.time())
+        try:
+            await self.transport.start(self.config.bind, self.config.sip_port)
+        except OSError as exc:
+            raise NodeError(str(exc)) from None
+        await self.control.start()
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        log.info(
+            "meshsip node ready: SIP on UDP and TCP %s:%d, data in %s, registration %s%s",
+            self.config.bind, self.transport.local_port, self.data_dir, self.config.policy,
+            f", {restored} registrations restored" if restored else "",
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._save_bindings()
+        await self.control.close()
+        await self.transport.close()
+        log.info("meshsip node stopped")
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            for b in self.location.expire(loop.time()):
+                log.info("registration of %s at %s expired", b.extension, b.contact)
+            if self.location.changed:
+                self._save_bindings()
+
+    def _save_bindings(self) -> None:
+        try:
+            self.location.save(self.bindings_file, time.time(), asyncio.get_running_loop().time())
+        except OSError as exc:
+            log.error("cannot save registrations to %s: %s", self.bindings_file, exc.strerror)
+
+    # -- message path ---------------------------------------------------------------------
+    def _on_message(self, data: bytes, source: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        try:
+            message = parse_message(data)
+            if isinstance(message, Request):
+                stamp_via(message, source)
+        except SipParseError as exc:
+            self.counters["parse_errors"] += 1
+            response = salvage_error_response(data, exc.status, exc.reason)
+            if response is not None:
+                self.counters["bad_requests_answered"] += 1
+                self.transport.send(response.encode(), source)
+            log.debug("unparsable message from %s %s:%d: %s", *source, exc.reason)
+            return
+        self.txl.receive(message, source, now)
+        self._pump(now)
+
+    def _on_send_error(self, dest: Address, exc: Exception) -> None:
+        now = asyncio.get_running_loop().time()
+        log.info("cannot reach %s %s:%d: %s", *dest, exc)
+        for key, (_, branch) in list(self.proxy.pending.items()):
+            if branch.dest == dest:
+                self.txl.client_transport_error(key, now)
+        self._pump(now)
+
+    def _pump(self, now: float) -> None:
+        while (event := self.txl.next_event()) is not None:
+            try:
+                self.proxy.handle(event, now)
+            except SipParseError as exc:
+                # Parsed headers are validated, so this is a semantic slip; never fatal.
+                log.warning("dropped %s: %s", type(event).__name__, exc.reason)
+        for data, dest in self.txl.messages_to_send():
+            self.transport.send(data, dest)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.txl.get_timer()
+        if when is None or (self._timer_at is not None and self._timer_at <= when):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now = asyncio.get_running_loop().time()
+        self.txl.handle_timer(now)
+        self._pump(now)
+
+    def _local_address(self, peer: Address) -> Address:
+        transport, ip, _ = peer
+        if self.config.bind not in ("0.0.0.0", "::", ""):
+            local = self.config.bind
+        else:
+            local = self._local_ips.get(ip)
+            if local is None:
+                if len(self._local_ips) > 4096:
+                    self._local_ips.clear()
+                local = self._local_ips[ip] = local_ip_for(ip)
+        return (transport, local, self.transport.local_port)
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = asyncio.get_running_loop().time()
+        registrations = [
+            {"extension": b.extension, "contact": b.contact, "expires_in": int(b.expires_at - now),
+             "source": f"{b.source[0]} {b.source[1]}:{b.source[2]}"}
+            for ext in sorted(self.location.bindings)
+            for b in self.location.lookup(ext, now)
+        ]
+        return {
+            "node": {
+                "sip_port": self.transport.local_port, "bind": self.config.bind,
+                "data_dir": str(self.data_dir), "policy": self.config.policy,
+                "uptime_seconds": int(time.time() - self.started_at), "pid": os.getpid(),
+            },
+            "registrations": registrations,
+            "calls": self.proxy.status(now),
+            "counters": self.counters | self.proxy.counters | self.transport.counters,
+        }
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    node = Node(config)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()

@@ -1,0 +1,420 @@
+"""The transaction-stateful proxy and the node's request dispatch (RFC 3261 section 16), sans-IO.
+
+It consumes transaction-layer events and answers through the transaction layer;
+the asyncio node only moves bytes and time. Initial requests are routed by
+extension to the registered contacts (forking to all of them in parallel);
+requests with a Route to us or a To tag follow their route (Record-Route keeps
+in-dialog requests on this node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from overlay.sip.transaction import (
+    ClientTimeout,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTerminated,
+    StrayResponse,
+    TransactionLayer,
+    TransportFailed,
+)
+
+from overlay.sip.message import Request, Response
+from overlay.sip.responses import make_response
+from overlay.sip.routing import (
+    BRANCH_MAGIC,
+    Address,
+    new_branch,
+    new_tag,
+    uri_address,
+    via_address,
+)
+from overlay.sip.uri import parse_name_addr
+
+from .registrar import Location
+
+log = logging.getLogger("meshsip.proxy")
+
+ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, "
+         "INFO, UPDATE, PRACK")
+# Where this node can be reached by the peer at a given IP: (transport, local ip, port).
+LocalAddress = Callable[[Address], Address]
+
+
+@dataclass
+class Branch:
+    request: Request
+    dest: Address
+    key: object = None
+    provisional: bool = False
+    final: Response | None = None
+    cancel_sent: bool = False
+
+
+@dataclass
+class ProxiedRequest:
+    server_key: object
+    request: Request
+    branches: list[Branch] = field(default_factory=list)
+    answered: bool = False  # a final response went upstream
+    cancelled: bool = False
+    label: str = ""
+
+
+@dataclass
+class Call:
+    caller: str
+    callee: str
+    state: str  # "ringing" | "established"
+    started: float
+
+
+class Proxy:
+    def __init__(
+        self,
+        txl: TransactionLayer,
+        location: Location,
+        local_address: LocalAddress,
+        node_token: str,
+    ) -> None:
+        self.txl = txl
+        self.location = location
+        self.local_address = local_address
+        self.token = node_token  # marks our own Record-Route entries
+        self.pending: dict[object, tuple[ProxiedRequest, Branch]] = {}
+        self.by_server: dict[object, ProxiedRequest] = {}
+        self.calls: dict[str, Call] = {}
+        self.counters = {"requests": 0, "forwarded": 0, "registrations": 0, "calls": 0,
+                         "stray_forwarded": 0, "dropped": 0}
+
+    # -- events ---------------------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self.counters["requests"] += 1
+            if event.server_key is None:
+                self._forward_stateless(event.request, event.source)
+            else:
+                self._on_request(event.request, event.source, event.server_key, now)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event.response, event.client_key, now)
+        elif isinstance(event, StrayResponse):
+            self._forward_stray(event.response)
+        elif isinstance(event, (ClientTimeout, TransportFailed)):
+            self._on_branch_failure(event, now)
+        elif isinstance(event, ServerTerminated):
+            self.by_server.pop(event.server_key, None)
+
+    def _reply(self, key: object, request: Request, status: int, reason: str | None = None,
+               now: float = 0.0) -> Response:
+        response = make_response(request, status, reason, new_tag())
+        self.txl.send_response(response, key, now)
+        return response
+
+    def _on_request(self, request: Request, source: Address, key: object, now: float) -> None:
+        method = request.method
+        if method == "REGISTER":
+            self.counters["registrations"] += 1
+            self.txl.send_response(self.location.register(request, source, now), key, now)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, key, now)
+            return
+        if request.max_forwards <= 0:
+            self._reply(key, request, 483, now=now)
+            return
+        if not request.uri.is_sip:
+            self._reply(key, request, 416, now=now)
+            return
+        if request.get("Proxy-Require"):
+            response = make_response(request, 420, None, new_tag())
+            response.add("Unsupported", ", ".join(request.get_all("Proxy-Require")))
+            self.txl.send_response(response, key, now)
+            return
+        self._pop_own_route(request)
+        if method == "INVITE":
+            self.txl.send_response(make_response(request, 100), key, now)
+        route = request.get("Route")
+        in_dialog = request.to.tag is not None
+        if route is not None:
+            target_uri = parse_name_addr(route, "Route").uri
+            self._proxy(request, source, key, [(request, uri_address(target_uri))], now)
+        elif in_dialog or request.uri.user is None:
+            if request.uri.user is None and not in_dialog:
+                self._answer_locally(request, key, now)
+                return
+            self._proxy(request, source, key, [(request, uri_address(request.uri))], now)
+        else:
+            self._route_to_extension(request, source, key, now)
+
+    def _answer_locally(self, request: Request, key: object, now: float) -> None:
+        """Requests addressed to the node itself (no user part): OPTIONS pings and the like."""
+        if request.method == "OPTIONS":
+            response = make_response(request, 200, None, new_tag())
+            response.add("Allow", ALLOW)
+            self.txl.send_response(response, key, now)
+        else:
+            self._reply(key, request, 404, "No extension in Request-URI", now)
+
+    def _route_to_extension(self, request: Request, source: Address, key: object,
+                            now: float) -> None:
+        extension = request.uri.user or ""
+        bindings = self.location.lookup(extension, now)
+        caller = request.from_.uri.user or "?"
+        if not bindings:
+            status = 480 if extension in self.location.known else 404
+            if request.method == "INVITE":
+                log.info("call %s -> %s: %d (not registered)", caller, extension, status)
+            self._reply(key, request, status, None, now)
+            return
+        targets = []
+        for b in bindings:
+            copy = _copy(request)
+            copy.uri = b.contact_uri().uri
+            # Phones on TCP are reached on the connection they registered over.
+            dest = b.source if b.source[0] == "TCP" else uri_address(copy.uri)
+            targets.append((copy, dest))
+        if request.method == "INVITE":
+            self.counters["calls"] += 1
+            log.info("call %s -> %s (%d contact%s) Call-ID %s", caller, extension,
+                     len(targets), "" if len(targets) == 1 else "s", request.call_id)
+            self.calls[request.call_id] = Call(caller, extension, "ringing", now)
+        self._proxy(request, source, key, targets, now, label=f"{caller} -> {extension}")
+
+    def _proxy(self, request: Request, source: Address, key: object,
+               targets: list[tuple[Request, Address | None]], now: float, label: str = "") -> None:
+        ctx = ProxiedRequest(key, request, label=label)
+        self.by_server[key] = ctx
+        for target, dest in targets:
+            if dest is None:
+                ctx.branches.append(Branch(target, ("UDP", "", 0), final=make_response(
+                    request, 502, "Cannot resolve target", new_tag())))
+                continue
+            out = _copy(target)
+            out.set("Max-Forwards", str(request.max_forwards - 1))
+            if request.method in ("INVITE", "SUBSCRIBE", "REFER") and request.to.tag is None:
+                out.add("Record-Route", self._record_route(source), first=True)
+            out.add("Via", self._via(dest, new_branch()), first=True)
+            branch = Branch(out, dest)
+            ctx.branches.append(branch)
+            branch.key = self.txl.send_request(out, dest, now)
+            self.pending[branch.key] = (ctx, branch)
+            self.counters["forwarded"] += 1
+        self._maybe_answer(ctx, now)
+
+    def _via(self, dest: Address, branch: str) -> str:
+        transport, ip, port = self.local_address(dest)
+        return f"SIP/2.0/{transport} {_host(ip)}:{port};branch={branch};rport"
+
+    def _record_route(self, source: Address) -> str:
+        _, ip, port = self.local_address(source)
+        # The upstream side; phones on both sides of one box share its addresses.
+        transport = ";transport=tcp" if source[0] == "TCP" else ""
+        return f"<sip:{_host(ip)}:{port};lr;ms={self.token}{transport}>"
+
+    def _pop_own_route(self, request: Request) -> None:
+        while True:
+            value = request.get("Route")
+            if value is None:
+                return
+            uri = parse_name_addr(value, "Route").uri
+            if uri.params.get("ms") != self.token:
+                return
+            request.pop_first("Route")
+
+    # -- CANCEL ---------------------------------------------------------------------------
+    def _on_cancel(self, cancel: Request, key: object, now: float) -> None:
+        invite_key = self.txl.find_invite_server(cancel)
+        ctx = self.by_server.get(invite_key) if invite_key is not None else None
+        if ctx is None:
+            self._reply(key, cancel, 481, now=now)
+            return
+        self._reply(key, cancel, 200, now=now)
+        ctx.cancelled = True
+        log.info("call %s cancelled by caller", ctx.label or ctx.request.call_id)
+        self._cancel_branches(ctx, now)
+        self._maybe_answer(ctx, now)
+
+    def _cancel_branches(self, ctx: ProxiedRequest, now: float) -> None:
+        for branch in ctx.branches:
+            if branch.final is not None or branch.cancel_sent:
+                continue
+            if branch.provisional:
+                branch.cancel_sent = True
+                self.txl.send_request(_cancel_for(branch.request), branch.dest, now)
+            else:
+                # No answer yet: a CANCEL must not be sent (RFC 3261 9.1); give up the branch.
+                self.txl.cancel_client(branch.key)
+                self.pending.pop(branch.key, None)
+                branch.final = make_response(ctx.request, 487, None, new_tag())
+
+    # -- responses ------------------------------------------------------------------------
+    def _on_response(self, response: Response, client_key: object, now: float) -> None:
+        entry = self.pending.get(client_key)
+        if entry is None:
+            return  # e.g. the 200 for a CANCEL we sent
+        ctx, branch = entry
+        status = response.status
+        if status == 100:
+            return
+        upstream = _strip_top_via(response)
+        if status < 200:
+            branch.provisional = True
+            if ctx.cancelled:
+                self._cancel_branches(ctx, now)
+            elif not ctx.answered:
+                self.txl.send_response(upstream, ctx.server_key, now)
+            return
+        if status < 300:
+            # Every 2xx goes upstream, even after another branch answered (RFC 3261 16.7.4).
+            branch.final = branch.final or response
+            self.txl.send_response(upstream, ctx.server_key, now)
+            if not ctx.answered:
+                ctx.answered = True
+                self._on_answered(ctx, response, now)
+            self._cancel_branches(ctx, now)
+            self._finish_if_done(ctx)
+            return
+        branch.final = response
+        self.pending.pop(client_key, None)
+        if status >= 600:
+            self._cancel_branches(ctx, now)
+        self._maybe_answer(ctx, now)
+
+    def _on_answered(self, ctx: ProxiedRequest, response: Response, now: float) -> None:
+        method = ctx.request.method
+        call = self.calls.get(ctx.request.call_id)
+        if method == "INVITE" and call is not None:
+            call.state, call.started = "established", now
+            log.info("call %s answered", ctx.label)
+        elif method == "BYE":
+            ended = self.calls.pop(ctx.request.call_id, None)
+            if ended is not None:
+                log.info("call %s -> %s ended after %.0fs", ended.caller, ended.callee,
+                         now - ended.started)
+
+    def _on_branch_failure(self, event: ClientTimeout | TransportFailed, now: float) -> None:
+        entry = self.pending.pop(event.client_key, None)
+        if entry is None:
+            return
+        ctx, branch = entry
+        if isinstance(event, ClientTimeout):
+            status, reason = (408, None) if not branch.provisional else (480, "No answer")
+        else:
+            status, reason = 480, "Phone unreachable"
+        if branch.final is None:
+            branch.final = make_response(ctx.request, status, reason, new_tag())
+        self._maybe_answer(ctx, now)
+
+    def _maybe_answer(self, ctx: ProxiedRequest, now: float) -> None:
+        """Once every branch has a final response, send the best one upstream (16.7.6)."""
+        if ctx.answered or any(b.final is None for b in ctx.branches):
+            return
+        ctx.answered = True
+        best = _best_response([b.final for b in ctx.branches if b.final is not None])
+        if best is None or ctx.cancelled:
+            upstream = make_response(ctx.request, 487, None, new_tag())
+        elif best in (b.final for b in ctx.branches if b.final is not None and b.key is None) or \
+                not _is_forwardable(best):
+            upstream = make_response(ctx.request, best.status, best.reason, new_tag())
+        else:
+            upstream = _strip_top_via(best)
+        if upstream.status == 503:
+            upstream.status, upstream.reason = 500, "Server Internal Error"
+        self.txl.send_response(upstream, ctx.server_key, now)
+        if ctx.request.method == "INVITE":
+            call = self.calls.pop(ctx.request.call_id, None)
+            if call is not None:
+                log.info("call %s failed: %d %s", ctx.label, upstream.status, upstream.reason)
+        elif ctx.request.method == "BYE":
+            self.calls.pop(ctx.request.call_id, None)
+        self._finish_if_done(ctx)
+
+    def _finish_if_done(self, ctx: ProxiedRequest) -> None:
+        if all(b.final is not None for b in ctx.branches):
+            for b in ctx.branches:
+                self.pending.pop(b.key, None)
+            self.by_server.pop(ctx.server_key, None)
+
+    # -- stateless forwarding -----------------------------------------------------------
+    def _forward_stateless(self, request: Request, source: Address) -> None:
+        """ACKs for 2xx (and anything else without a transaction) follow Route or Request-URI."""
+        if request.max_forwards <= 0:
+            self.counters["dropped"] += 1
+            return
+        self._pop_own_route(request)
+        route = request.get("Route")
+        uri = parse_name_addr(route, "Route").uri if route else request.uri
+        dest = uri_address(uri)
+        if dest is None:
+            self.counters["dropped"] += 1
+            return
+        out = _copy(request)
+        out.set("Max-Forwards", str(request.max_forwards - 1))
+        # Same incoming branch -> same outgoing branch, so retransmissions stay matched (16.11).
+        digest = hashlib.sha256((request.top_via.branch or request.call_id).encode()).hexdigest()
+        out.add("Via", self._via(dest, BRANCH_MAGIC + digest[:16]), first=True)
+        self.txl.send_stateless(out, dest)
+        self.counters["forwarded"] += 1
+        if request.method == "BYE":
+            self.calls.pop(request.call_id, None)
+
+    def _forward_stray(self, response: Response) -> None:
+        vias = response.vias
+        if len(vias) < 2:
+            self.counters["dropped"] += 1
+            return
+        self.txl.send_stateless(_strip_top_via(response), via_address(vias[1]))
+        self.counters["stray_forwarded"] += 1
+
+    def status(self, now: float) -> list[dict[str, object]]:
+        return [
+            {"call_id": cid, "caller": c.caller, "callee": c.callee, "state": c.state,
+             "seconds": round(now - c.started, 1)}
+            for cid, c in self.calls.items()
+        ]
+
+
+def _copy(message: Request) -> Request:
+    return Request(message.method, message.uri.copy(), list(message.headers), message.body)
+
+
+def _strip_top_via(response: Response) -> Response:
+    out = Response(response.status, response.reason, list(response.headers), response.body)
+    out.pop_first("Via")
+    return out
+
+
+def _cancel_for(request: Request) -> Request:
+    """CANCEL for a forwarded INVITE: same Request-URI, top Via, Call-ID, From, To, Route."""
+    headers = [(n, v) for n, v in request.headers if n in ("From", "To", "Call-ID", "Route")]
+    headers.insert(0, ("Via", request.get("Via") or ""))
+    headers.append(("CSeq", f"{request.cseq[0]} CANCEL"))
+    headers.append(("Max-Forwards", "70"))
+    return Request("CANCEL", request.uri.copy(), headers)
+
+
+def _best_response(finals: list[Response]) -> Response | None:
+    if not finals:
+        return None
+    six = [r for r in finals if r.status >= 600]
+    if six:
+        return six[0]
+    # Lowest class wins; within it prefer auth challenges, then the first one (16.7.6).
+    return min(finals, key=lambda r: (r.status // 100, r.status not in (401, 407), 0))
+
+
+def _is_forwardable(response: Response) -> bool:
+    return len(response.get_all("Via")) >= 2
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+__all__ = ["Proxy", "Call", "ALLOW", "new_tag"]

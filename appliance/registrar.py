@@ -1,0 +1,194 @@
+"""The registrar and location service (RFC 3261 section 10), sans-IO.
+
+An extension (the user part of the To URI) names one phone across the node,
+whatever domain the phone put after the @. Each extension may have several
+contacts (forking). In open mode the first phone to bind an extension keeps it
+while its binding lives: REGISTERs for it from another IP address get 403.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from overlay.sip.errors import SipParseError
+from overlay.sip.message import Request, Response, parse_delta
+from overlay.sip.responses import make_response
+from overlay.sip.routing import Address, new_tag
+from overlay.sip.uri import NameAddr, parse_name_addr
+
+log = logging.getLogger("meshsip.registrar")
+
+# Returns a response (401 challenge, 403) to refuse the request, or None to accept it.
+AuthCheck = Callable[[Request, float], Response | None]
+
+
+@dataclass
+class Binding:
+    extension: str
+    contact: str  # the Contact URI, as the phone sent it
+    expires_at: float
+    call_id: str
+    cseq: int
+    source: Address  # where the REGISTER came from: TCP phones are reached on this flow
+    q: str | None = None
+
+    def contact_uri(self) -> NameAddr:
+        return parse_name_addr(f"<{self.contact}>")
+
+
+class Location:
+    """Bindings by extension, with the registration rules applied to them."""
+
+    def __init__(
+        self,
+        *,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        open_policy: bool = True,
+        auth: AuthCheck | None = None,
+    ) -> None:
+        self.bindings: dict[str, list[Binding]] = {}
+        self.known: set[str] = set()  # extensions seen before: 480 rather than 404 when away
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = default_expires
+        self.open_policy = open_policy
+        self.auth = auth
+        self.changed = False  # set on every change, cleared by whoever persists the table
+
+    def lookup(self, extension: str, now: float) -> list[Binding]:
+        bindings = [b for b in self.bindings.get(extension, ()) if b.expires_at > now]
+        if not bindings:
+            self.bindings.pop(extension, None)
+        return bindings
+
+    def expire(self, now: float) -> list[Binding]:
+        gone = []
+        for ext in list(self.bindings):
+            live = [b for b in self.bindings[ext] if b.expires_at > now]
+            gone.extend(b for b in self.bindings[ext] if b.expires_at <= now)
+            if live:
+                self.bindings[ext] = live
+            else:
+                del self.bindings[ext]
+        if gone:
+            self.changed = True
+        return gone
+
+    def register(self, request: Request, source: Address, now: float) -> Response:
+        try:
+            return self._register(request, source, now)
+        except SipParseError as exc:
+            return make_response(request, 400, exc.reason, new_tag())
+
+    def _register(self, request: Request, source: Address, now: float) -> Response:
+        tag = new_tag()
+        extension = request.to.uri.user
+        if not extension:
+            return make_response(request, 404, "No extension in To", tag)
+        if self.auth is not None:
+            refusal = self.auth(request, now)
+            if refusal is not None:
+                return refusal
+        contacts = request.contacts()
+        live = self.lookup(extension, now)
+        if contacts and self.open_policy and live:
+            owner = live[0].source[1]
+            if owner != source[1]:
+                log.warning("refused REGISTER for %s from %s: bound to a phone at %s",
+                            extension, source[1], owner)
+                return make_response(request, 403, f"Extension {extension} is in use", tag)
+        expires_header = request.get("Expires")
+        default = (parse_delta(expires_header, "Expires") if expires_header is not None
+                   else self.default_expires)
+        call_id, (cseq, _) = request.call_id, request.cseq
+        if None in contacts:
+            if len(contacts) != 1 or default != 0:
+                return make_response(request, 400, "Contact * needs Expires: 0 and no other", tag)
+            for b in live:
+                if b.call_id == call_id and cseq <= b.cseq:
+                    return make_response(request, 500, "Out of order CSeq", tag)
+            self._set(extension, [])
+            log.info("unregistered %s (all contacts) from %s %s:%d", extension, *source)
+            return self._ok(request, extension, now, tag)
+        current = {b.contact: b for b in live}
+        for na in contacts:
+            assert na is not None
+            expires = default
+            if "expires" in na.params:
+                expires = parse_delta(na.params["expires"] or "", "Contact expires")
+            if 0 < expires < self.min_expires:
+                response = make_response(request, 423, None, tag)
+                response.add("Min-Expires", str(self.min_expires))
+                return response
+            contact = str(na.uri)
+            old = current.get(contact)
+            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                return make_response(request, 500, "Out of order CSeq", tag)
+            if expires == 0:
+                if current.pop(contact, None) is not None:
+                    log.info("unregistered %s at %s", extension, contact)
+                continue
+            expires = min(expires, self.max_expires)
+            current[contact] = Binding(extension, contact, now + expires, call_id, cseq, source,
+                                       na.params.get("q"))
+            if old is None:
+                log.info("registered %s at %s for %ds from %s %s:%d",
+                         extension, contact, expires, *source)
+        if contacts:
+            self._set(extension, list(current.values()))
+        return self._ok(request, extension, now, tag)
+
+    def _set(self, extension: str, bindings: list[Binding]) -> None:
+        self.changed = True
+        if bindings:
+            self.bindings[extension] = bindings
+            self.known.add(extension)
+        else:
+            self.bindings.pop(extension, None)
+
+    def _ok(self, request: Request, extension: str, now: float, tag: str) -> Response:
+        response = make_response(request, 200, None, tag)
+        for b in self.lookup(extension, now):
+            response.add("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
+        return response
+
+    # Persistence: a rebooted box keeps its phones until they next re-register.
+    def save(self, path: Path, wall_now: float, now: float) -> None:
+        rows = [
+            asdict(b) | {"expires_at": b.expires_at - now + wall_now}
+            for bs in self.bindings.values() for b in bs
+        ]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"bindings": rows, "known": sorted(self.known)}))
+        tmp.replace(path)
+        self.changed = False
+
+    def load(self, path: Path, wall_now: float, now: float) -> int:
+        try:
+            data = json.loads(path.read_text())
+            rows = data["bindings"]
+            self.known.update(data.get("known", []))
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable bindings file %s: %s", path, exc)
+            return 0
+        count = 0
+        for row in rows:
+            try:
+                row["source"] = tuple(row["source"])
+                row["expires_at"] = row["expires_at"] - wall_now + now
+                binding = Binding(**row)
+            except (KeyError, TypeError) as exc:
+                log.warning("skipping a bad binding in %s: %s", path, exc)
+                continue
+            if binding.expires_at > now:
+                self.bindings.setdefault(binding.extension, []).append(binding)
+                count += 1
+        return count

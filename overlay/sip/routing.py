@@ -1,0 +1,95 @@
+"""Where SIP messages go: Via stamping (RFC 3581 rport), response and request targets.
+
+We never use DNS: in the field there is none. Targets are IP literals; a host
+name in a URI is resolved only from the local hosts file, without waiting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+
+from .message import Request, Response, Via
+from .uri import Uri
+
+Address = tuple[str, str, int]  # (transport "UDP"|"TCP", host, port)
+BRANCH_MAGIC = "z9hG4bK"
+DEFAULT_PORT = 5060
+
+
+def new_branch() -> str:
+    return BRANCH_MAGIC + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def stamp_via(request: Request, source: Address) -> None:
+    """Record where a request really came from in its top Via (RFC 3261 18.2.1, RFC 3581)."""
+    via = request.top_via
+    _, ip, port = source
+    changed = False
+    if via.host != ip:
+        via.params["received"] = ip
+        changed = True
+    if "rport" in via.params:
+        via.params["rport"] = str(port)
+        via.params.setdefault("received", ip)
+        changed = True
+    if changed:
+        request.headers[_first_index(request, "Via")] = ("Via", str(via))
+
+
+def _first_index(message: Request | Response, name: str) -> int:
+    return next(i for i, (n, _) in enumerate(message.headers) if n == name)
+
+
+def via_address(via: Via) -> Address:
+    """Where a response travelling back along `via` goes (RFC 3261 18.2.2, RFC 3581 4)."""
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    port = int(rport) if rport else via.port or DEFAULT_PORT
+    transport = "TCP" if via.transport in ("TCP", "TLS") else "UDP"
+    return (transport, host.strip("[]"), port)
+
+
+def resolve_host(host: str) -> str | None:
+    if is_ip(host):
+        return host.strip("[]")
+    try:  # /etc/hosts and the like; no network lookups happen for names listed there
+        info = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    return str(info[0][4][0]) if info else None
+
+
+def uri_address(uri: Uri) -> Address | None:
+    """The transport address a request for `uri` is sent to, or None when unresolvable."""
+    if not uri.is_sip:
+        return None
+    ip = resolve_host(uri.host)
+    if ip is None:
+        return None
+    transport = "TCP" if uri.transport in ("TCP", "TLS") else "UDP"
+    return (transport, ip, uri.port or DEFAULT_PORT)
+
+
+def local_ip_for(peer_ip: str) -> str:
+    """The local address the kernel would use to reach `peer_ip` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in peer_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((peer_ip, 9))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return "127.0.0.1" if family == socket.AF_INET else "::1"
