@@ -10,13 +10,12 @@ import secrets
 import time
 from typing import Any
 
-from overlay.sip.transaction import TransactionLayer
-
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, parse_message
 from overlay.sip.responses import salvage_error_response
 from overlay.sip.routing import Address, local_ip_for, stamp_via
-from overlay.sip.transport import SipTransport
+from overlay.sip.transaction import TransactionLayer, client_key_of
+from overlay.sip.transport import SendError, SipTransport
 
 from .auth import DigestPolicy
 from .config import Config
@@ -146,12 +145,17 @@ class Node:
         self._pump(now)
 
     def _on_send_error(self, dest: Address, exc: Exception) -> None:
+        """A message could not be sent (TCP refused, ...): its client transaction fails now."""
         now = asyncio.get_running_loop().time()
-        log.info("cannot reach %s %s:%d: %s", *dest, exc)
-        for key, (_, branch) in list(self.proxy.pending.items()):
-            if branch.dest == dest:
-                self.txl.client_transport_error(key, now)
-        self._pump(now)
+        log.info("cannot reach %s %s:%d: %s", *dest, exc.__cause__ or exc)
+        data = exc.data if isinstance(exc, SendError) else None
+        try:
+            key = client_key_of(parse_message(data)) if data else None
+        except SipParseError:
+            key = None
+        if key is not None:
+            self.txl.client_transport_error(key, now)
+            self._pump(now)
 
     def _pump(self, now: float) -> None:
         while (event := self.txl.next_event()) is not None:

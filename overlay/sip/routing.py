@@ -11,9 +11,9 @@ import secrets
 import socket
 
 from .message import Request, Response, Via
+from .transaction import Address
 from .uri import Uri
 
-Address = tuple[str, str, int]  # (transport "UDP"|"TCP", host, port)
 BRANCH_MAGIC = "z9hG4bK"
 DEFAULT_PORT = 5060
 

@@ -1,0 +1,112 @@
+"""Registrar rules (RFC 3261 section 10.3) on the sans-IO location service."""
+
+from pathlib import Path
+
+from appliance.registrar import Location
+from overlay.sip.message import Request, parse_message
+
+PHONE = ("UDP", "10.99.0.11", 5062)
+OTHER = ("UDP", "10.99.0.12", 5062)
+
+
+def register(ext: str, contacts: list[str], *, expires: int | None = None, cseq: int = 1,
+             call_id: str = "c1") -> Request:
+    lines = [
+        "REGISTER sip:10.99.0.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 10.99.0.11:5062;branch=z9hG4bK" + call_id + str(cseq),
+        f"From: <sip:{ext}@10.99.0.1>;tag=ft",
+        f"To: <sip:{ext}@10.99.0.1>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+        "Max-Forwards: 70",
+    ]
+    lines += [f"Contact: {c}" for c in contacts]
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    msg = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def contacts_of(response) -> list[str]:
+    return response.get_all("Contact")
+
+
+def test_register_refresh_and_unregister() -> None:
+    loc = Location()
+    r = loc.register(register("1001", ["<sip:1001@10.99.0.11:5062>"], expires=120), PHONE, 0)
+    assert r.status == 200
+    assert contacts_of(r) == ["<sip:1001@10.99.0.11:5062>;expires=120"]
+    assert r.to.tag
+    assert [b.contact for b in loc.lookup("1001", 1)] == ["sip:1001@10.99.0.11:5062"]
+    assert loc.lookup("1001", 121) == []
+    r = loc.register(register("1001", ["<sip:1001@10.99.0.11:5062>"], expires=300, cseq=2),
+                     PHONE, 100)
+    assert contacts_of(r) == ["<sip:1001@10.99.0.11:5062>;expires=300"]
+    r = loc.register(register("1001", ["<sip:1001@10.99.0.11:5062>"], expires=0, cseq=3),
+                     PHONE, 101)
+    assert r.status == 200 and contacts_of(r) == []
+    assert loc.lookup("1001", 102) == []
+    assert "1001" in loc.known
+
+
+def test_several_contacts_and_per_contact_expires() -> None:
+    loc = Location()
+    r = loc.register(register("1001", ["<sip:a@10.99.0.11:5062>;expires=100",
+                                       "<sip:b@10.99.0.11:5064>"], expires=200), PHONE, 0)
+    assert sorted(contacts_of(r)) == ["<sip:a@10.99.0.11:5062>;expires=100",
+                                      "<sip:b@10.99.0.11:5064>;expires=200"]
+    assert len(loc.lookup("1001", 150)) == 1
+
+
+def test_star_unregisters_all_and_needs_expires_zero() -> None:
+    loc = Location()
+    loc.register(register("1001", ["<sip:a@10.99.0.11:5062>", "<sip:b@10.99.0.11:5064>"]),
+                 PHONE, 0)
+    assert loc.register(register("1001", ["*"], cseq=2), PHONE, 1).status == 400
+    assert loc.register(register("1001", ["*"], expires=0, cseq=3), PHONE, 1).status == 200
+    assert loc.lookup("1001", 2) == []
+
+
+def test_interval_too_brief_and_clamped_maximum() -> None:
+    loc = Location(min_expires=60, max_expires=3600)
+    r = loc.register(register("1001", ["<sip:a@10.99.0.11>"], expires=10), PHONE, 0)
+    assert r.status == 423 and r.get("Min-Expires") == "60"
+    r = loc.register(register("1001", ["<sip:a@10.99.0.11>"], expires=99999), PHONE, 0)
+    assert contacts_of(r) == ["<sip:a@10.99.0.11>;expires=3600"]
+
+
+def test_open_mode_first_come_first_bound() -> None:
+    loc = Location()
+    assert loc.register(register("1001", ["<sip:a@10.99.0.11>"]), PHONE, 0).status == 200
+    r = loc.register(register("1001", ["<sip:evil@10.99.0.12>"], call_id="x"), OTHER, 1)
+    assert r.status == 403
+    r = loc.register(register("1001", ["*"], expires=0, call_id="x"), OTHER, 1)
+    assert r.status == 403
+    assert [b.contact for b in loc.lookup("1001", 2)] == ["sip:a@10.99.0.11"]
+    # Once the owner's binding is gone, the extension is free again.
+    assert loc.register(register("1001", ["<sip:b@10.99.0.12>"], call_id="y"), OTHER,
+                        4000).status == 200
+
+
+def test_out_of_order_cseq_refused() -> None:
+    loc = Location()
+    loc.register(register("1001", ["<sip:a@10.99.0.11>"], cseq=5), PHONE, 0)
+    assert loc.register(register("1001", ["<sip:a@10.99.0.11>"], cseq=4), PHONE, 1).status == 500
+
+
+def test_bindings_survive_a_restart(tmp_path: Path) -> None:
+    loc = Location()
+    loc.register(register("1001", ["<sip:a@10.99.0.11>"], expires=600), PHONE, 0)
+    loc.save(tmp_path / "b.json", wall_now=1_000_000.0, now=0.0)
+    again = Location()
+    # The new process's monotonic clock starts elsewhere; 100 s of wall time have passed.
+    assert again.load(tmp_path / "b.json", wall_now=1_000_100.0, now=50.0) == 1
+    (b,) = again.lookup("1001", 50.0)
+    assert round(b.expires_at - 50.0) == 500
+    assert b.source == PHONE
+
+
+def test_unreadable_bindings_file_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text("{not json")
+    assert Location().load(tmp_path / "b.json", 0, 0) == 0
