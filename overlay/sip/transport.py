@@ -1,0 +1,499 @@
+"""SIP over UDP and TCP with asyncio (RFC 3261 section 18): a thin adapter.
+
+`SipTransport` binds UDP and TCP on the same port, hands every received message
+to `on_message(raw_bytes, source_address)` unparsed, and sends raw bytes to an
+`Address`. TCP connections are shared by direction: a connection the peer opened
+to us is keyed by the peer's address, so a response sent to the address a
+request came from goes back on that connection (RFC 3261 18.2.2).
+
+Network failures never raise out of `send`; they are reported to
+`on_send_error(dest, exc)` from a later event-loop callback (never from inside
+`send`), once per message that was not sent. `exc` is a `SendError` (an
+OSError carrying the errno of the cause) whose `data` is that message, so the
+node can find the transaction it belongs to (`client_key_of(parse_message(data))`);
+`exc.__cause__` is the network error itself (ConnectionRefusedError, TimeoutError...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .errors import SipParseError
+from .framing import StreamFramer
+from .transaction import Address  # ("UDP" | "TCP", host, port)
+
+OnMessage = Callable[[bytes, Address], None]
+OnSendError = Callable[[Address, Exception], None]
+
+log = logging.getLogger("meshsip.transport")
+
+UDP_RCVBUF = 2 * 1024 * 1024
+IDLE_TIMEOUT = 600.0
+CONNECT_TIMEOUT = 10.0
+MAX_CONNECTIONS = 1000
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+_BIND_ATTEMPTS = 20
+_PONG = b"\r\n"
+
+
+class SendError(OSError):
+    """One message that could not be sent to `dest`; `data` is the message."""
+
+    def __init__(self, dest: Address, data: bytes, cause: Exception) -> None:
+        text = f"sending to {dest[0]} {dest[1]}:{dest[2]} failed: {cause}"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            super().__init__(cause.errno, text)
+        else:
+            super().__init__(text)
+        self.dest = dest
+        self.data = data
+        self.__cause__ = cause
+
+
+def _ip_version(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
+def _normal_host(host: str) -> str:
+    """A peer address as the node should see it: no brackets, no IPv4-mapped form."""
+    host = host.strip("[]")
+    if host.startswith("::ffff:") and _ip_version(host[7:]) == 4:
+        return host[7:]
+    return host
+
+
+def _bind_error(proto: str, host: str, port: int, exc: OSError) -> OSError:
+    if exc.errno == errno.EADDRINUSE:
+        text = f"{proto} port {port} on {host} is already in use"
+    elif exc.errno == errno.EACCES:
+        text = f"no permission to bind {proto} port {port} on {host}"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        text = f"cannot bind {proto} port {port}: {host} is not an address of this machine"
+    else:
+        text = f"cannot bind {proto} port {port} on {host}: {exc.strerror or exc}"
+    return OSError(exc.errno, text)
+
+
+def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
+    peername = transport.get_extra_info("peername")
+    if not peername:
+        return "", 0
+    return _normal_host(str(peername[0])), int(peername[1])
+
+
+class SipTransport:
+    def __init__(self, on_message: OnMessage, on_send_error: OnSendError | None = None) -> None:
+        self.on_message = on_message
+        self.on_send_error = on_send_error
+        self.idle_timeout = IDLE_TIMEOUT  # seconds; may be changed before start()
+        self.connect_timeout = CONNECT_TIMEOUT
+        self.max_connections = MAX_CONNECTIONS
+        self.counters: dict[str, int] = {
+            "received": 0,  # messages handed to on_message (UDP and TCP)
+            "sent": 0,  # messages written to a socket
+            "framing_errors": 0,  # TCP connections closed for a framing error
+            "send_errors": 0,  # failures reported to on_send_error
+            "callback_errors": 0,  # exceptions raised by on_message / on_send_error
+            "connections": 0,  # TCP connections now open or opening
+            "connections_total": 0,  # TCP connections ever accepted or opened
+            "connections_rejected": 0,  # accepted over max_connections and closed
+            "keepalives": 0,  # CRLF pings answered on TCP, blank UDP datagrams dropped
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_closed: asyncio.Future[None] | None = None
+        self._server: asyncio.Server | None = None
+        self._family = socket.AF_INET
+        self._host = ""
+        self._port = 0
+        self._conns: dict[tuple[str, int], _TcpConnection] = {}  # by peer address
+        self._all: set[_TcpConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._udp_sending = False  # inside transport.sendto()
+        self._udp_error: Exception | None = None  # what it reported to error_received
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on UDP and TCP `port` (0: a free port, the same for both)."""
+        if self._loop is not None:
+            raise RuntimeError("SipTransport.start() called twice")
+        loop = asyncio.get_running_loop()
+        host = host.strip("[]") or "0.0.0.0"
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, sockaddr = infos[0][0], infos[0][4]
+        udp_sock, tcp_sock = self._bind_both(family, sockaddr, host, port)
+        self._loop = loop
+        self._family = family
+        self._host, self._port = str(udp_sock.getsockname()[0]), udp_sock.getsockname()[1]
+        self._udp_closed = loop.create_future()
+        try:
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock
+            )
+            self._server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp_sock)
+        except BaseException:
+            self._loop = None
+            udp_sock.close()
+            tcp_sock.close()
+            if self._udp is not None:
+                self._udp.close()
+            raise
+        self._schedule_sweep()
+        log.info("listening on UDP and TCP %s port %d", self._host, self._port)
+
+    def _bind_both(
+        self, family: int, sockaddr: tuple, host: str, port: int
+    ) -> tuple[socket.socket, socket.socket]:
+        for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                udp.setblocking(False)
+                try:
+                    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+                except OSError:
+                    pass  # best effort; the kernel caps it at net.core.rmem_max anyway
+                udp.bind(sockaddr)
+            except OSError as exc:
+                udp.close()
+                raise _bind_error("UDP", host, port, exc) from exc
+            bound = udp.getsockname()[1]
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                tcp.setblocking(False)
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((sockaddr[0], bound, *sockaddr[2:]))
+                tcp.listen(128)
+            except OSError as exc:
+                tcp.close()
+                udp.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
+                    continue  # the free UDP port is taken for TCP: try another one
+                raise _bind_error("TCP", host, bound, exc) from exc
+            return udp, tcp
+        raise OSError(
+            errno.EADDRINUSE,
+            f"no port free for both UDP and TCP on {host} after {_BIND_ATTEMPTS} attempts",
+        )
+
+    @property
+    def local_port(self) -> int:
+        return self._port
+
+    @property
+    def local_host(self) -> str:
+        return self._host
+
+    async def close(self) -> None:
+        """Close the listeners and every connection; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        conns = list(self._all)
+        for conn in conns:
+            conn.close()
+        waits = [c.closed for c in conns if c.transport is not None]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=2.0)
+            for conn in conns:
+                if conn.closed in pending and conn.transport is not None:
+                    conn.transport.abort()  # peer not reading: drop the unsent data
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for conn in conns:
+            conn.forget()  # still connecting when its task was cancelled
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._udp_closed is not None:
+            await asyncio.wait([self._udp_closed], timeout=1.0)
+        self._conns.clear()
+        self._all.clear()
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, data: bytes, dest: Address) -> None:
+        """Send one message; failures go to on_send_error(dest, exc), never raise."""
+        if self._loop is None:
+            raise RuntimeError("SipTransport.send() before start()")
+        if self._closed:
+            log.debug("dropping a message to %s: transport closed", dest)
+            return
+        proto, host, port = dest
+        proto = proto.upper()
+        host = _normal_host(host)
+        if proto == "UDP":
+            self._send_udp(data, host, port, dest)
+        elif proto == "TCP":
+            self._send_tcp(data, host, port, dest)
+        else:
+            self._send_failed(dest, data, ValueError(f"unsupported transport {dest[0]!r}"))
+
+    def _send_udp(self, data: bytes, host: str, port: int, dest: Address) -> None:
+        version = _ip_version(host)
+        if version is None:
+            self._spawn(self._resolve_and_send_udp(data, host, port, dest))
+            return
+        if version == 4 and self._family == socket.AF_INET6:
+            host = "::ffff:" + host
+        elif version == 6 and self._family == socket.AF_INET:
+            self._send_failed(dest, data, OSError(errno.EAFNOSUPPORT, "no IPv6 UDP socket"))
+            return
+        assert self._udp is not None
+        if self._udp.is_closing():
+            self._send_failed(dest, data, ConnectionError("UDP socket closed"))
+            return
+        # asyncio reports a failing sendto to error_received from inside this call.
+        self._udp_sending, self._udp_error = True, None
+        try:
+            self._udp.sendto(data, (host, port))
+        finally:
+            self._udp_sending = False
+        if self._udp_error is not None:
+            self._send_failed(dest, data, self._udp_error)
+        else:
+            self.counters["sent"] += 1
+
+    async def _resolve_and_send_udp(self, data: bytes, host: str, port: int, dest: Address) -> None:
+        assert self._loop is not None
+        try:
+            infos = await self._loop.getaddrinfo(
+                host, port, family=self._family, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            self._send_failed(dest, data, exc)
+            return
+        if not self._closed:
+            self._send_udp(data, _normal_host(str(infos[0][4][0])), port, dest)
+
+    def _send_tcp(self, data: bytes, host: str, port: int, dest: Address) -> None:
+        conn = self._conns.get((host, port))
+        if conn is None or conn.dead or (conn.transport and conn.transport.is_closing()):
+            conn = _TcpConnection(self, outbound=dest)
+            conn.register((host, port))
+            self._spawn(self._connect(conn, host, port))
+        conn.write(data)
+
+    async def _connect(self, conn: _TcpConnection, host: str, port: int) -> None:
+        assert self._loop is not None
+        local_addr = None
+        if (
+            _ip_version(self._host) == _ip_version(host)
+            and not ipaddress.ip_address(self._host).is_unspecified
+        ):
+            local_addr = (self._host, 0)  # leave from the address we were bound to
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._loop.create_connection(lambda: conn, host, port, local_addr=local_addr)
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and not str(exc):
+                exc = TimeoutError(f"TCP connect to {host}:{port} timed out")
+            conn.connect_failed(exc)
+
+    def _send_failed(self, dest: Address, data: bytes, exc: Exception) -> None:
+        self.counters["send_errors"] += 1
+        log.debug("send to %s failed: %s", dest, exc)
+        if self.on_send_error is not None and self._loop is not None and not self._closed:
+            self._loop.call_soon(self._call_send_error, dest, SendError(dest, data, exc))
+
+    def _call_send_error(self, dest: Address, exc: Exception) -> None:
+        if self._closed or self.on_send_error is None:
+            return
+        try:
+            self.on_send_error(dest, exc)
+        except Exception:
+            self.counters["callback_errors"] += 1
+            log.exception("on_send_error raised for %s", dest)
+
+    # -- receiving ----------------------------------------------------------------
+
+    def _deliver(self, data: bytes, source: Address) -> None:
+        if self._closed:
+            return
+        self.counters["received"] += 1
+        try:
+            self.on_message(data, source)
+        except Exception:
+            self.counters["callback_errors"] += 1
+            log.exception("on_message raised for a message from %s", source)
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _schedule_sweep(self) -> None:
+        assert self._loop is not None
+        period = max(0.05, min(60.0, self.idle_timeout / 2))
+        self._sweeper = self._loop.call_later(period, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle for longer than idle_timeout (one pass per period)."""
+        if self._closed:
+            return
+        assert self._loop is not None
+        deadline = self._loop.time() - self.idle_timeout
+        for conn in list(self._all):
+            if conn.transport is not None and conn.last_active < deadline:
+                log.debug("closing idle TCP connection to %s", conn.keys)
+                conn.close()
+        self._schedule_sweep()
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if not data.strip(b"\r\n \t\0"):
+            self.owner.counters["keepalives"] += 1  # CRLF keep-alive: nothing to parse
+            return
+        self.owner._deliver(data, ("UDP", _normal_host(str(addr[0])), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        if self.owner._udp_sending:
+            self.owner._udp_error = exc  # send() reports it with its destination
+        else:
+            # A queued sendto or an ICMP error: no way to tell which destination.
+            self.owner.counters["send_errors"] += 1
+            log.debug("UDP socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        fut = self.owner._udp_closed
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP connection, inbound (accepted) or outbound (opened by send)."""
+
+    def __init__(self, owner: SipTransport, outbound: Address | None = None) -> None:
+        assert owner._loop is not None
+        self.owner = owner
+        self.outbound = outbound
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer()
+        self.pings_answered = 0
+        self.pending: list[bytes] = []  # written before the connection was up
+        self.keys: list[tuple[str, int]] = []
+        self.peer = ("", 0)
+        self.dead = False
+        self.closed: asyncio.Future[None] = owner._loop.create_future()
+        self.last_active = owner._loop.time()
+        owner._all.add(self)
+        owner.counters["connections"] += 1
+        owner.counters["connections_total"] += 1
+
+    def register(self, key: tuple[str, int]) -> None:
+        if key not in self.keys:
+            self.keys.append(key)
+        self.owner._conns[key] = self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _peer(transport)
+        self.last_active = self.owner._loop.time()  # type: ignore[union-attr]
+        if self.outbound is None and len(self.owner._all) > self.owner.max_connections:
+            self.owner.counters["connections_rejected"] += 1
+            log.warning("too many TCP connections: refusing %s", self.peer)
+            transport.abort()
+            return
+        if self.peer[0] and self.peer not in self.owner._conns:
+            self.register(self.peer)
+        pending, self.pending = self.pending, []
+        for data in pending:
+            self.write(data)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.pending.append(data)
+            return
+        self.transport.write(data)
+        self.owner.counters["sent"] += 1
+        self.last_active = self.owner._loop.time()  # type: ignore[union-attr]
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            dest = self.outbound or ("TCP", *self.peer)
+            log.warning("TCP peer %s is not reading: closing the connection", self.peer)
+            self.owner._send_failed(dest, data, ConnectionError("TCP peer is not reading"))
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        self.last_active = owner._loop.time()  # type: ignore[union-attr]
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError as exc:
+            owner.counters["framing_errors"] += 1
+            log.warning("closing TCP connection from %s: %s", self.peer, exc)
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        if self.framer.pings > self.pings_answered:
+            self.pings_answered = self.framer.pings
+            owner.counters["keepalives"] += 1
+            assert self.transport is not None
+            self.transport.write(_PONG)  # one pong per read, never a ping back
+        source: Address = ("TCP", *self.peer)
+        for message in messages:
+            if self.dead:
+                break
+            owner._deliver(message, source)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.forget()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def connect_failed(self, exc: Exception) -> None:
+        dropped, self.pending = self.pending, []
+        self.forget()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        log.info(
+            "TCP connect to %s failed (%d messages dropped): %s", self.outbound, len(dropped), exc
+        )
+        assert self.outbound is not None
+        for data in dropped:
+            self.owner._send_failed(self.outbound, data, exc)
+
+    def forget(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        owner = self.owner
+        for key in self.keys:
+            if owner._conns.get(key) is self:
+                del owner._conns[key]
+        owner._all.discard(self)
+        owner.counters["connections"] -= 1
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

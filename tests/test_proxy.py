@@ -1,0 +1,228 @@
+"""The stateful proxy, driven sans-IO: forking, best response, CANCEL, timeouts, routing."""
+
+from __future__ import annotations
+
+from appliance.proxy import Proxy
+from appliance.registrar import Location
+from overlay.sip.message import Request, Response, parse_message
+from overlay.sip.routing import Address, stamp_via
+from overlay.sip.transaction import TransactionLayer
+
+CALLER: Address = ("UDP", "10.99.0.11", 5062)
+PHONE_A: Address = ("UDP", "10.99.0.12", 5062)
+PHONE_B: Address = ("UDP", "10.99.0.12", 5064)
+NODE = ("10.99.0.1", 5060)
+
+
+class Bed:
+    def __init__(self) -> None:
+        self.txl = TransactionLayer(t1=0.5)
+        self.location = Location()
+        self.proxy = Proxy(self.txl, self.location, lambda p: (p[0], *NODE), "tok")
+        self.now = 0.0
+
+    def deliver(self, data: bytes | Request | Response, source: Address) -> list:
+        msg = parse_message(data if isinstance(data, bytes) else data.encode())
+        if isinstance(msg, Request):
+            stamp_via(msg, source)
+        self.txl.receive(msg, source, self.now)
+        return self.pump()
+
+    def pump(self) -> list[tuple[Request | Response, Address]]:
+        while (event := self.txl.next_event()) is not None:
+            self.proxy.handle(event, self.now)
+        return [(parse_message(d), a) for d, a in self.txl.messages_to_send()]
+
+    def advance(self, seconds: float) -> list:
+        out = []
+        end = self.now + seconds
+        while (t := self.txl.get_timer()) is not None and t <= end:
+            self.now = t
+            self.txl.handle_timer(t)
+            out += self.pump()
+        self.now = end
+        return out
+
+    def register(self, ext: str, source: Address, user: str | None = None) -> None:
+        host, port = source[1], source[2]
+        out = self.deliver(
+            f"REGISTER sip:10.99.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch=z9hG4bKr"
+            f"{port}{ext}\r\nFrom: <sip:{ext}@x>;tag=r\r\nTo: <sip:{ext}@x>\r\n"
+            f"Call-ID: reg{ext}{port}\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:{user or ext}@{host}:{port}>\r\n\r\n".encode(), source)
+        assert [m.status for m, _ in out] == [200]
+
+
+def invite(callee: str = "1002", branch: str = "z9hG4bKinv", method: str = "INVITE",
+           extra: str = "") -> bytes:
+    return (
+        f"{method} sip:{callee}@10.99.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 10.99.0.11:5062;branch={branch};rport\r\n"
+        "From: \"Alice\" <sip:1001@10.99.0.1>;tag=alice\r\n"
+        f"To: <sip:{callee}@10.99.0.1>\r\nCall-ID: call-1\r\nCSeq: 1 {method}\r\n"
+        f"Max-Forwards: 70\r\nContact: <sip:1001@10.99.0.11:5062>\r\n{extra}\r\n"
+    ).encode()
+
+
+def answer(request: Request, status: int, reason: str, tag: str = "b") -> Response:
+    headers = [(n, v) for n, v in request.headers if n in ("Via", "From", "To", "Call-ID",
+                                                              "CSeq", "Record-Route")]
+    response = Response(status, reason, headers)
+    if status > 100:
+        response.set("To", request.get("To") + f";tag={tag}")
+    return response
+
+
+def split(out: list) -> tuple[list, dict]:
+    """Responses going upstream to the caller, and requests per downstream address."""
+    up = [m.status for m, a in out if isinstance(m, Response) and a == CALLER]
+    down: dict = {}
+    for m, a in out:
+        if isinstance(m, Request):
+            down.setdefault(a, []).append(m)
+    return up, down
+
+
+def forked_call() -> tuple[Bed, Request, Request]:
+    bed = Bed()
+    bed.register("1002", PHONE_A, "a")
+    bed.register("1002", PHONE_B, "b")
+    up, down = split(bed.deliver(invite(), CALLER))
+    assert up == [100]
+    assert set(down) == {PHONE_A, PHONE_B}
+    (to_a,), (to_b,) = down[PHONE_A], down[PHONE_B]
+    assert to_a.uri.user == "a" and to_b.uri.user == "b"
+    for req in (to_a, to_b):
+        assert req.max_forwards == 69
+        assert req.get("Record-Route") == "<sip:10.99.0.1:5060;lr;ms=tok>"
+        assert len(req.vias) == 2 and req.vias[1].params["received"] == "10.99.0.11"
+    return bed, to_a, to_b
+
+
+def test_fork_first_2xx_wins_and_ringing_branch_is_cancelled() -> None:
+    bed, to_a, to_b = forked_call()
+    up, _ = split(bed.deliver(answer(to_a, 180, "Ringing", "a"), PHONE_A))
+    assert up == [180]
+    up, down = split(bed.deliver(answer(to_b, 200, "OK"), PHONE_B))
+    assert up == [200]
+    (cancel,) = down[PHONE_A]
+    assert cancel.method == "CANCEL" and cancel.top_via.branch == to_a.top_via.branch
+    up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A))
+    assert up == []  # the 487 of a cancelled branch never reaches the caller
+    assert bed.proxy.calls["call-1"].state == "established"
+
+
+def test_fork_all_fail_best_response_goes_upstream() -> None:
+    bed, to_a, to_b = forked_call()
+    up, down = split(bed.deliver(answer(to_a, 486, "Busy Here", "a"), PHONE_A))
+    assert up == [] and PHONE_A in down and down[PHONE_A][0].method == "ACK"
+    up, _ = split(bed.deliver(answer(to_b, 404, "Not Found"), PHONE_B))
+    assert up == [486]
+    assert "call-1" not in bed.proxy.calls
+
+
+def test_6xx_ends_the_search() -> None:
+    bed, to_a, to_b = forked_call()
+    bed.deliver(answer(to_b, 180, "Ringing"), PHONE_B)
+    up, down = split(bed.deliver(answer(to_a, 603, "Decline", "a"), PHONE_A))
+    assert [m.method for m in down[PHONE_B]] == ["CANCEL"]
+    up, _ = split(bed.deliver(answer(to_b, 487, "Request Terminated"), PHONE_B))
+    assert up == [603]
+
+
+def test_cancel_from_caller_before_any_answer() -> None:
+    bed, to_a, to_b = forked_call()
+    bed.deliver(answer(to_a, 180, "Ringing", "a"), PHONE_A)
+    cancel = invite(method="CANCEL").replace(b"CSeq: 1 CANCEL", b"CSeq: 1 CANCEL")
+    up, down = split(bed.deliver(cancel, CALLER))
+    assert [m.method for m in down.get(PHONE_A, [])] == ["CANCEL"]  # A rang: CANCEL it
+    assert PHONE_B not in down  # B never answered: no CANCEL may be sent, the branch is dropped
+    assert 200 in up
+    up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A))
+    assert up == [487]
+
+
+def test_cancel_for_unknown_transaction_gets_481() -> None:
+    bed = Bed()
+    up, _ = split(bed.deliver(invite(method="CANCEL"), CALLER))
+    assert up == [481]
+
+
+def test_unanswered_contact_times_out_with_408() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    bed.deliver(invite(), CALLER)
+    out = bed.advance(40.0)
+    up, down = split(out)
+    assert len(down[PHONE_A]) >= 5  # Timer A retransmissions on UDP
+    assert 408 in up
+
+
+def test_unknown_and_absent_extensions() -> None:
+    bed = Bed()
+    up, _ = split(bed.deliver(invite("9999"), CALLER))
+    assert up == [100, 404]
+    bed.register("1002", PHONE_A)
+    bed.location.bindings.clear()  # registered once, gone now
+    up, _ = split(bed.deliver(invite("1002", branch="z9hG4bK2"), CALLER))
+    assert up == [100, 480]
+
+
+def test_request_checks() -> None:
+    bed = Bed()
+    up, _ = split(bed.deliver(invite(extra="Max-Forwards: 0\r\n").replace(
+        b"Max-Forwards: 70\r\n", b""), CALLER))
+    assert up == [483]
+    tel = invite(branch="z9hG4bKt").replace(b"INVITE sip:1002@10.99.0.1", b"INVITE tel:1002")
+    up, _ = split(bed.deliver(tel, CALLER))
+    assert up == [416]
+    up, _ = split(bed.deliver(invite(branch="z9hG4bKp", extra="Proxy-Require: foo\r\n"), CALLER))
+    assert up == [420]
+
+
+def test_options_to_the_node_itself() -> None:
+    bed = Bed()
+    ping = invite(method="OPTIONS").replace(b"OPTIONS sip:1002@", b"OPTIONS sip:")
+    out = bed.deliver(ping, CALLER)
+    (resp, _), = out
+    assert resp.status == 200 and "INVITE" in resp.get("Allow")
+
+
+def test_in_dialog_bye_follows_route_and_ends_call() -> None:
+    bed, to_a, to_b = forked_call()
+    bed.deliver(answer(to_b, 200, "OK"), PHONE_B)
+    bye = (
+        b"BYE sip:b@10.99.0.12:5064 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.99.0.11:5062;branch=z9hG4bKbye\r\n"
+        b"Route: <sip:10.99.0.1:5060;lr;ms=tok>\r\n"
+        b"From: <sip:1001@10.99.0.1>;tag=alice\r\nTo: <sip:1002@10.99.0.1>;tag=b\r\n"
+        b"Call-ID: call-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\r\n"
+    )
+    _, down = split(bed.deliver(bye, CALLER))
+    (fwd,) = down[PHONE_B]
+    assert fwd.method == "BYE" and fwd.get("Route") is None
+    up, _ = split(bed.deliver(answer(fwd, 200, "OK"), PHONE_B))
+    assert up == [200]
+    assert "call-1" not in bed.proxy.calls
+
+
+def test_ack_for_2xx_is_forwarded_statelessly_and_stray_2xx_goes_upstream() -> None:
+    bed, to_a, to_b = forked_call()
+    ok = answer(to_b, 200, "OK")
+    bed.deliver(ok, PHONE_B)
+    ack = (
+        b"ACK sip:b@10.99.0.12:5064 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.99.0.11:5062;branch=z9hG4bKack\r\n"
+        b"Route: <sip:10.99.0.1:5060;lr;ms=tok>\r\n"
+        b"From: <sip:1001@10.99.0.1>;tag=alice\r\nTo: <sip:1002@10.99.0.1>;tag=b\r\n"
+        b"Call-ID: call-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n\r\n"
+    )
+    _, down = split(bed.deliver(ack, CALLER))
+    (fwd,) = down[PHONE_B]
+    assert fwd.method == "ACK" and len(fwd.vias) == 2
+    # The same ACK again gets the same branch, so the phone sees a retransmission.
+    _, again = split(bed.deliver(ack, CALLER))
+    assert again[PHONE_B][0].top_via.branch == fwd.top_via.branch
+    bed.advance(60.0)  # the client transaction is long gone now
+    up, _ = split(bed.deliver(ok, PHONE_B))
+    assert up == [200]
