@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .message import Request, Response, parse_headers
-from .uri import parse_name_addr
 
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK",
@@ -51,10 +50,6 @@ def salvage_error_response(data: bytes, status: int, reason: str) -> Response | 
     names = {n for n, _ in headers}
     if not all(n in names for n in _COPIED):
         return None
-    try:
-        parse_name_addr(dict(headers)["To"])
-    except ValueError:
-        return None
-    # Mandatory headers may still be malformed; the reason phrase names the fault.
+    # The echoed headers may be the malformed ones; the reason phrase names the fault.
     reason = reason.replace("\r", " ").replace("\n", " ")[:120]
     return Response(status, reason, headers)
