@@ -115,6 +115,8 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.proxy.expire(loop.time())
+            self._pump(loop.time())
             for b in self.location.expire(loop.time()):
                 log.info("registration of %s at %s expired", b.extension, b.contact)
             if self.location.changed:

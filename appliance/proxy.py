@@ -14,17 +14,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from overlay.sip.transaction import (
-    ClientTimeout,
-    Event,
-    RequestReceived,
-    ResponseReceived,
-    ServerTerminated,
-    StrayResponse,
-    TransactionLayer,
-    TransportFailed,
-)
-
 from overlay.sip.message import Request, Response
 from overlay.sip.responses import make_response
 from overlay.sip.routing import (
@@ -35,11 +24,22 @@ from overlay.sip.routing import (
     uri_address,
     via_address,
 )
+from overlay.sip.transaction import (
+    ClientTimeout,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTerminated,
+    StrayResponse,
+    TransactionLayer,
+    TransportFailed,
+)
 from overlay.sip.uri import parse_name_addr
 
 from .registrar import Location
 
 log = logging.getLogger("meshsip.proxy")
+TIMER_C = 180.0  # RFC 3261 16.6: a phone that rings this long unanswered is given up
 
 ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, "
          "INFO, UPDATE, PRACK")
@@ -62,8 +62,9 @@ class ProxiedRequest:
     server_key: object
     request: Request
     branches: list[Branch] = field(default_factory=list)
+    started: float = 0.0
     answered: bool = False  # a final response went upstream
-    cancelled: bool = False
+    cancelled: bool = False  # by the caller, or by Timer C
     label: str = ""
 
 
@@ -188,7 +189,7 @@ class Proxy:
 
     def _proxy(self, request: Request, source: Address, key: object,
                targets: list[tuple[Request, Address | None]], now: float, label: str = "") -> None:
-        ctx = ProxiedRequest(key, request, label=label)
+        ctx = ProxiedRequest(key, request, started=now, label=label)
         self.by_server[key] = ctx
         for target, dest in targets:
             if dest is None:
@@ -239,6 +240,15 @@ class Proxy:
         log.info("call %s cancelled by caller", ctx.label or ctx.request.call_id)
         self._cancel_branches(ctx, now)
         self._maybe_answer(ctx, now)
+
+    def expire(self, now: float) -> None:
+        """Timer C: give up INVITEs that have rung unanswered for too long."""
+        for ctx in list(self.by_server.values()):
+            if not ctx.answered and not ctx.cancelled and now - ctx.started > TIMER_C:
+                log.info("call %s not answered in %.0fs, giving up", ctx.label, TIMER_C)
+                ctx.cancelled = True
+                self._cancel_branches(ctx, now)
+                self._maybe_answer(ctx, now)
 
     def _cancel_branches(self, ctx: ProxiedRequest, now: float) -> None:
         for branch in ctx.branches:

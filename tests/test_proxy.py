@@ -226,3 +226,17 @@ def test_ack_for_2xx_is_forwarded_statelessly_and_stray_2xx_goes_upstream() -> N
     bed.advance(60.0)  # the client transaction is long gone now
     up, _ = split(bed.deliver(ok, PHONE_B))
     assert up == [200]
+
+
+def test_timer_c_gives_up_a_call_nobody_answers() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    _, down = split(bed.deliver(invite(), CALLER))
+    (to_a,) = down[PHONE_A]
+    bed.deliver(answer(to_a, 180, "Ringing"), PHONE_A)
+    bed.now = 200.0
+    bed.proxy.expire(bed.now)
+    _, down = split(bed.pump())
+    assert [m.method for m in down[PHONE_A]] == ["CANCEL"]
+    up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated"), PHONE_A))
+    assert up == [487]
