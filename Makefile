@@ -14,15 +14,22 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Installs missing Debian packages (needs root or sudo).
-apt-%:
-	@pkgs="$(APT_$(shell echo $* | tr a-z A-Z)_PACKAGES)"; missing=""; \
-	for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages in $(1) that are missing (needs root or sudo).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+apt-test:
+	$(call apt_install,$(APT_TEST_PACKAGES))
+
+apt-bench:
+	$(call apt_install,$(APT_BENCH_PACKAGES))
 
 run: venv
 	$(VENV)/bin/meshsip run $(ARGS)
