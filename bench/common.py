@@ -85,7 +85,18 @@ class Server:
     port: int
     pid: int
     workers: str
-    workdir: Path
+    log: Path
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes in the session `sid` (each server is started as a session leader)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # fields after "(comm)": state ppid pgrp session
+                pids.append(int(stat.parent.name))
+    return sorted(pids)
 
 
 @contextlib.contextmanager
@@ -101,7 +112,8 @@ def node(ready_timeout: float = 20.0) -> Iterator[Server]:
                                     stdout=out, stderr=out, start_new_session=True)
         try:
             _wait_for(log, b"ready", proc, ready_timeout)
-            yield Server("meshsip", port, proc.pid, "1 Python process", work)
+            n = len(session_pids(proc.pid))
+            yield Server("meshsip", port, proc.pid, f"{n} Python process(es)", log)
         finally:
             _stop(proc)
 
@@ -122,8 +134,9 @@ def kamailio(children: int = KAMAILIO_CHILDREN, ready_timeout: float = 10.0) -> 
         try:
             _wait_for(log, b"Listening on", proc, ready_timeout)
             probe(port, ready_timeout)
-            workers = f"{children} UDP workers (+ main/timer/helper processes)"
-            yield Server("kamailio", port, proc.pid, workers, work)
+            n = len(session_pids(proc.pid))
+            workers = f"{children} UDP workers ({n} processes with main/timer/helpers)"
+            yield Server("kamailio", port, proc.pid, workers, log)
         finally:
             _stop(proc)
 
@@ -144,8 +157,8 @@ def probe(port: int, timeout: float) -> None:
             try:
                 if s.recv(65535).startswith(b"SIP/2.0 "):
                     return
-            except TimeoutError:
-                continue
+            except OSError:  # timeout, or ICMP port unreachable while it starts
+                time.sleep(0.05)
     raise RuntimeError(f"no SIP answer on UDP port {port} within {timeout:.0f} s")
 
 
@@ -169,26 +182,28 @@ class SippResult:
         return self.successful / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def run_sipp(port: int, users: Path, count: int, *, limit: int = 100, rate: int = 100_000,
-             expires: int = 3600, timeout: float = 60.0) -> SippResult:
-    """Drive `count` REGISTER transactions at most `limit` at a time, stopping after `timeout`.
+def run_sipp(port: int, csv: Path, count: int, *, concurrent: int = 20, expires: int = 3600,
+             timeout: float = 30.0, local_port: int | None = None) -> SippResult:
+    """Drive `count` REGISTER transactions, `concurrent` at a time, stopping after `timeout`.
 
-    `-r` is set far above what either server can take, so the `-l` limit of outstanding
-    transactions is what paces the load (closed loop). Figures come from sipp's -trace_stat
-    CSV: successful/failed calls and the span from its StartTime to its last CurrentTime.
+    Closed loop (`-users N`): sipp starts N transactions and a new one as each one ends.
+    Reusing `local_port` across runs keeps each user's Contact the same (refreshes).
+    Each stuck transaction fails after 5 s (-recv_timeout), so sipp ends by timeout + 5 s.
+    Figures come from sipp's -trace_stat CSV (dumped every second and at exit): successful
+    and failed transactions, and the span from its StartTime to its last CurrentTime.
     """
     with tempfile.TemporaryDirectory(prefix="sipp-bench-") as tmp:
         stat = Path(tmp) / "stat.csv"
-        cmd = ["sipp", f"{HOST}:{port}", "-sf", str(REGISTER_XML), "-inf", str(users),
-               "-key", "expires", str(expires), "-m", str(count), "-r", str(rate),
-               "-l", str(limit), "-t", "u1", "-i", HOST, "-p", str(free_port()),
-               "-nostdin", "-timeout", f"{timeout:.0f}s", "-trace_stat", "-stf", str(stat),
-               "-fd", "1", "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
+        cmd = ["sipp", f"{HOST}:{port}", "-sf", str(REGISTER_XML), "-inf", str(csv),
+               "-key", "expires", str(expires), "-m", str(count), "-users", str(concurrent),
+               "-t", "u1", "-i", HOST, "-p", str(local_port or free_port()), "-nostdin",
+               "-recv_timeout", "5000", "-timeout", f"{timeout:.0f}s",
+               "-trace_stat", "-stf", str(stat), "-fd", "1"]
         proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
         try:
-            _, err = proc.communicate(timeout=timeout + 15)
+            _, err = proc.communicate(timeout=timeout + 10)
         except subprocess.TimeoutExpired:
             _stop(proc)
             _, err = proc.communicate()
