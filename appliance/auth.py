@@ -15,9 +15,10 @@ log = logging.getLogger("meshsip.auth")
 
 
 class DigestPolicy:
-    def __init__(self, users: dict[str, str], realm: str, secret: bytes) -> None:
+    def __init__(self, users: dict[str, str], realm: str, secret: bytes,
+                 algorithms: tuple[str, ...]) -> None:
         self.users = users
-        self.server = DigestServer(realm, secret)
+        self.server = DigestServer(realm, secret, algorithms=algorithms)
 
     def __call__(self, request: Request, now: float) -> Response | None:
         """None when the REGISTER carries valid credentials for its To extension."""

@@ -33,6 +33,9 @@ class Config:
     policy: str = "open"  # "open": first come, first bound; "digest": passwords in users_file
     realm: str = "meshsip"
     users_file: Path | None = None
+    # Offered in this order. MD5 alone by default: Debian's baresip 1.0.0 rejects a 401
+    # that offers SHA-256 at all, and sipp 3.6.1 answers only an MD5 first challenge.
+    digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 3600
@@ -45,6 +48,7 @@ _LAYOUT: dict[str, dict[str, str]] = {
     "node": {"data_dir": "data_dir", "log_level": "log_level"},
     "registrar": {
         "policy": "policy", "realm": "realm", "users_file": "users_file",
+        "digest_algorithms": "digest_algorithms",
         "min_expires": "min_expires", "max_expires": "max_expires",
         "default_expires": "default_expires",
     },
@@ -89,6 +93,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _coerce(path: Path, where: str, attr: str, value: Any) -> Any:
     kind = str(_TYPES[attr])
+    if "list" in kind:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: {where} must be a list of strings, not {value!r}")
+        return value
     if "int" in kind:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: {where} must be a whole number, not {value!r}")
@@ -111,6 +119,9 @@ def _check(config: Config, path: Path | None) -> None:
         )
     if config.policy == "digest" and config.users_file is None:
         raise ConfigError(f"{where}registrar policy 'digest' needs registrar.users_file")
+    bad = [a for a in config.digest_algorithms if a not in ("MD5", "SHA-256")]
+    if bad or not config.digest_algorithms:
+        raise ConfigError(f"{where}registrar.digest_algorithms takes 'MD5' and/or 'SHA-256'")
     if not 1 <= config.t1_ms <= 10_000:
         raise ConfigError(f"{where}sip.t1_ms must be between 1 and 10000")
     if not 1 <= config.min_expires <= config.default_expires <= config.max_expires:

@@ -51,7 +51,8 @@ class Node:
                 users = load_users(config.users_file)
             except Exception as exc:  # UsersFileError, said as is
                 raise NodeError(str(exc)) from None
-            auth = DigestPolicy(users, config.realm, bytes.fromhex(identity["secret"]))
+            auth = DigestPolicy(users, config.realm, bytes.fromhex(identity["secret"]),
+                                tuple(config.digest_algorithms))
         self.location = Location(
             min_expires=config.min_expires, max_expires=config.max_expires,
             default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,

@@ -29,6 +29,7 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ("[sip]\nport = 70000\n", "not between 0 and 65535"),
     ('[registrar]\npolicy = "closed"\n', "must be 'open' or 'digest'"),
     ('[registrar]\npolicy = "digest"\n', "needs registrar.users_file"),
+    ('[registrar]\ndigest_algorithms = ["SHA-1"]\n', "takes 'MD5' and/or 'SHA-256'"),
 ])
 def test_bad_config_is_explained(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "m.toml"

@@ -163,9 +163,18 @@ def compute_response(
 class DigestServer:
     """Issues challenges and checks credentials for one realm; time is always passed in."""
 
-    def __init__(self, realm: str, secret: bytes, nonce_lifetime: float = 300.0) -> None:
+    def __init__(
+        self,
+        realm: str,
+        secret: bytes,
+        nonce_lifetime: float = 300.0,
+        algorithms: tuple[str, ...] = ALGORITHMS,
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 random bytes")
+        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
+            raise ValueError(f"algorithms must be taken from {ALGORITHMS}")
+        self.algorithms = algorithms
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
         self._secret = secret
@@ -181,12 +190,12 @@ class DigestServer:
         return int(stamp, 16) / 1000  # only our own canonical hex gets here
 
     def challenge(self, now: float, stale: bool = False) -> list[str]:
-        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, SHA-256 first."""
+        """WWW-Authenticate / Proxy-Authenticate values, one per offered algorithm."""
         nonce = self._sign(format(int(now * 1000), "x"))
         tail = ", stale=true" if stale else ""
         return [
             f'Digest realm={_quote(self.realm)}, nonce="{nonce}", algorithm={alg}, qop="auth"{tail}'
-            for alg in ALGORITHMS
+            for alg in self.algorithms
         ]
 
     def verify(self, creds: DigestCredentials, method: str, password: str, now: float) -> Verdict:
