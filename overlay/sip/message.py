@@ -45,7 +45,8 @@ _KNOWN = [
     "WWW-Authenticate", "Event", "Allow-Events", "Refer-To", "Referred-By", "Session-Expires",
     "Service-Route", "Reason", "RSeq", "RAck", "P-Asserted-Identity",
 ]
-CANONICAL = {name.lower(): name for name in _KNOWN} | COMPACT
+# Compact forms' long names too, so "accept-contact" and "a" land on one spelling.
+CANONICAL = {name.lower(): name for name in [*_KNOWN, *COMPACT.values()]} | COMPACT
 # Headers whose grammar is a comma-separated list: split into one entry per value.
 LIST_HEADERS = frozenset({
     "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
@@ -65,8 +66,12 @@ _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?\Z")
 _DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"\d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+    r"\d{4} \d{2}:\d{2}:\d{2} GMT\Z",
+    re.A,
 )
+# CSeq = 1*DIGIT LWS Method; LWS may be tabs as well as spaces. At most 10 significant
+# digits, which also keeps int() clear of its 4300-digit limit.
+_CSEQ = re.compile(r"[ \t]*0*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*\Z")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+/[A-Za-z0-9\-.!%*_+`'~]+\s*(;.*)?\Z", re.S)
 _FOLD = re.compile(r"\r?\n[ \t]+")
 MAX_CSEQ = 2**31 - 1
@@ -75,6 +80,22 @@ MAX_DELTA = 2**32 - 1
 
 def canonical_name(name: str) -> str:
     return CANONICAL.get(name.lower(), name)
+
+
+def _key(name: str) -> tuple[str, bool]:
+    """What to compare stored header names with, and whether an exact comparison will do.
+
+    Known names are always stored canonically; unknown ones keep the spelling they arrived
+    with, so those are compared case-insensitively (header names are case-insensitive).
+    """
+    lower = name.lower()
+    canon = CANONICAL.get(lower)
+    return (canon, True) if canon is not None else (lower, False)
+
+
+def _is_digits(text: str) -> bool:
+    # DIGIT is ASCII: str.isdigit() also takes "²" (which int() refuses) and "١".
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(eq=True)
@@ -112,16 +133,16 @@ def parse_via(text: str) -> Via:
 
 
 def parse_cseq(text: str) -> tuple[int, str]:
-    number, _, method = text.strip().partition(" ")
-    method = method.strip()
-    if not number.isdigit() or int(number) > MAX_CSEQ or not _METHOD.match(method):
+    m = _CSEQ.match(text)
+    if not m or int(m.group(1)) > MAX_CSEQ:
         raise SipParseError(f"bad CSeq {text!r}")
-    return int(number), method
+    return int(m.group(1)), m.group(2)
 
 
 def parse_delta(text: str, what: str, limit: int = MAX_DELTA) -> int:
     text = text.strip()
-    if not text.isdigit() or int(text) > limit:
+    # Leading zeros are fine ("0068"); over 10 other digits is past any limit (and int()'s).
+    if not _is_digits(text) or len(text.lstrip("0")) > 10 or int(text) > limit:
         raise SipParseError(f"bad {what} value {text!r}")
     return int(text)
 
@@ -139,7 +160,7 @@ def _check_retry_after(value: str) -> None:
 
 def _check_warning(value: str) -> None:
     code = value.strip().split(" ", 1)[0]
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not _is_digits(code):
         raise SipParseError(f"bad Warning code {code!r}")
 
 
@@ -185,47 +206,50 @@ class Message:
     body: bytes
 
     def get(self, name: str) -> str | None:
-        name = canonical_name(name)
+        key, exact = _key(name)
         for n, v in self.headers:
-            if n == name:
+            if n == key or (not exact and n.lower() == key):
                 return v
         return None
 
     def get_all(self, name: str) -> list[str]:
-        name = canonical_name(name)
-        return [v for n, v in self.headers if n == name]
+        key, exact = _key(name)
+        return [v for n, v in self.headers if n == key or (not exact and n.lower() == key)]
+
+    def _positions(self, name: str) -> list[int]:
+        key, exact = _key(name)
+        return [
+            i for i, (n, _) in enumerate(self.headers)
+            if n == key or (not exact and n.lower() == key)
+        ]
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of `name` by one, kept at the first one's place."""
-        name = canonical_name(name)
-        for i, (n, _) in enumerate(self.headers):
-            if n == name:
-                self.headers[i] = (name, value)
-                self.headers[i + 1 :] = [h for h in self.headers[i + 1 :] if h[0] != name]
-                return
-        self.headers.append((name, value))
+        positions = self._positions(name)
+        if not positions:
+            self.headers.append((canonical_name(name), value))
+            return
+        self.headers[positions[0]] = (canonical_name(name), value)
+        for i in reversed(positions[1:]):
+            del self.headers[i]
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Append `value`; with first=True, put it before the other values of `name`."""
-        name = canonical_name(name)
-        if first:
-            for i, (n, _) in enumerate(self.headers):
-                if n == name:
-                    self.headers.insert(i, (name, value))
-                    return
-        self.headers.append((name, value))
+        positions = self._positions(name) if first else []
+        if positions:
+            self.headers.insert(positions[0], (canonical_name(name), value))
+        else:
+            self.headers.append((canonical_name(name), value))
 
     def remove(self, name: str) -> None:
-        name = canonical_name(name)
-        self.headers = [h for h in self.headers if h[0] != name]
+        drop = set(self._positions(name))
+        self.headers = [h for i, h in enumerate(self.headers) if i not in drop]
 
     def pop_first(self, name: str) -> str | None:
-        name = canonical_name(name)
-        for i, (n, v) in enumerate(self.headers):
-            if n == name:
-                del self.headers[i]
-                return v
-        return None
+        positions = self._positions(name)
+        if not positions:
+            return None
+        return self.headers.pop(positions[0])[1]
 
     # Parsed views of the headers every transaction and dialog needs.
     @property
@@ -299,20 +323,22 @@ class Response(Message):
     body: bytes = b""
 
     def start_line(self) -> str:
-        return f"{SIP_VERSION} {self.status} {self.reason}".rstrip(" ")
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase: the SP stays even before
+        # an empty reason, and stripping would change a reason that ends in spaces.
+        return f"{SIP_VERSION} {self.status} {self.reason}"
 
 
 def _split_header_section(data: bytes) -> tuple[str, bytes]:
     end = data.find(b"\r\n\r\n")
-    if end >= 0:
+    # A bare-LF header section ends at its first "\n\n", even if the body holds CRLF CRLF.
+    lf_end = data.find(b"\n\n", 0, len(data) if end < 0 else end)
+    if lf_end >= 0:
+        head, body = data[:lf_end].removesuffix(b"\r"), data[lf_end + 2 :]  # "\r\n\n" too
+    elif end >= 0:
         head, body = data[:end], data[end + 4 :]
     else:
-        end = data.find(b"\n\n")
-        if end < 0:
-            # A message with no body may lack the final empty line on UDP.
-            head, body = data.rstrip(b"\r\n"), b""
-        else:
-            head, body = data[:end], data[end + 2 :]
+        # A message with no body may lack the final empty line on UDP.
+        head, body = data.rstrip(b"\r\n"), b""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -330,7 +356,7 @@ def parse_headers(lines: list[str]) -> list[tuple[str, str]]:
             raise SipParseError(f"bad header line {line[:40]!r}")
         name = canonical_name(name)
         value = value.strip(" \t")
-        if name in LIST_HEADERS:
+        if name in LIST_HEADERS and value:  # an empty Allow, Supported, Accept... is allowed
             for item in split_quoted(value, ","):
                 item = item.strip(" \t")
                 if not item:
@@ -341,20 +367,26 @@ def parse_headers(lines: list[str]) -> list[tuple[str, str]]:
     return headers
 
 
-def _validate(headers: list[tuple[str, str]]) -> None:
-    seen: set[str] = set()
+def _validate(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Check the headers the core relies on; return the single-valued ones by name."""
+    singles: dict[str, str] = {}
+    has_via = False
     for name, value in headers:
         if name in SINGLE_HEADERS:
-            if name in seen:
+            if name in singles:
                 raise SipParseError(f"{name} appears more than once")
-            seen.add(name)
+            singles[name] = value
+        elif name == "Via":
+            has_via = True
         check = _VALIDATORS.get(name)
         if check is not None:
             check(value)
-    present = {name for name, _ in headers}
-    missing = [n for n in ("Via", "From", "To", "Call-ID", "CSeq") if n not in present]
+    missing = ([] if has_via else ["Via"]) + [
+        n for n in ("From", "To", "Call-ID", "CSeq") if n not in singles
+    ]
     if missing:
         raise SipParseError("missing " + ", ".join(missing))
+    return singles
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -363,19 +395,26 @@ def parse_message(data: bytes) -> Request | Response:
     if not data:
         raise SipParseError("empty message")
     text, body = _split_header_section(data)
-    lines = _FOLD.sub(" ", text).replace("\r\n", "\n").split("\n")
+    text = _FOLD.sub(" ", text).replace("\r\n", "\n")
+    if "\r" in text:
+        # Other parsers may take a lone CR for a line end and so read other headers than we
+        # do (header smuggling through a proxy): refuse the message instead.
+        raise SipParseError("bare CR in the header section")
+    lines = text.split("\n")
     start, header_lines = lines[0], lines[1:]
-    headers = parse_headers(header_lines)
-    _validate(headers)
+    # The start line first, so an unsupported version gets its 505 whatever the headers hold.
     message: Request | Response
-    if start.startswith("SIP/"):
-        message = _parse_status_line(start, headers)
+    if start[:4].upper() == "SIP/":  # SIP-Version is case-insensitive (RFC 3261 7.1)
+        message = _parse_status_line(start, [])
     else:
-        message = _parse_request_line(start, headers)
-        number, method = parse_cseq(message.get("CSeq") or "")
+        message = _parse_request_line(start, [])
+    message.headers = headers = parse_headers(header_lines)
+    singles = _validate(headers)
+    if isinstance(message, Request):
+        number, method = parse_cseq(singles["CSeq"])
         if method != message.method:
             raise SipParseError(f"CSeq method {method} does not match {message.method}")
-    length_text = message.get("Content-Length")
+    length_text = singles.get("Content-Length")
     if length_text is not None:
         length = int(length_text.strip())
         if length > len(body):
@@ -409,6 +448,6 @@ def _parse_status_line(line: str, headers: list[tuple[str, str]]) -> Response:
     code, _, reason = rest.partition(" ")
     if version.upper() != SIP_VERSION:
         raise SipParseError(f"bad SIP version {version!r}", status=505)
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not _is_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code {code[:12]!r}")
     return Response(int(code), reason, headers)

@@ -24,6 +24,8 @@ _USER_SAFE = frozenset(
 _PASSWORD_SAFE = (_USER_SAFE - set(";?/")) | set("&=+$,")
 # Bytes that never appear raw inside a URI (we reject rather than guess).
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>\"]")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"\Z', re.S)
+_BAD_VALUE = re.compile(r'[ \t"<>,]')
 
 
 def is_token(text: str) -> bool:
@@ -62,7 +64,8 @@ def _escape(text: str, safe: frozenset[str] | set[str]) -> str:
 
 
 def _parse_port(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or int(text) > 65535:
         raise SipParseError(f"bad port in {what}: {text!r}")
     return int(text)
 
@@ -105,9 +108,10 @@ def parse_params(text: str, what: str) -> Params:
             if not value:
                 raise SipParseError(f"empty value for parameter {name!r} in {what}")
             if value.startswith('"'):
-                if len(value) < 2 or not value.endswith('"') or value.endswith('\\"'):
-                    raise SipParseError(f"unterminated quoted parameter {name!r} in {what}")
-            elif any(c in value for c in ' \t"<>,'):
+                # The whole value must be one quoted-string: "a\\" is one, "a" "b" is not.
+                if not _QUOTED.match(value):
+                    raise SipParseError(f"bad quoted value for parameter {name!r} in {what}")
+            elif _BAD_VALUE.search(value):
                 raise SipParseError(f"bad value for parameter {name!r} in {what}")
             params[name.lower()] = value
         else:
@@ -159,8 +163,14 @@ def unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", inner, flags=re.S)
 
 
+_QUOTE_SPECIAL = re.compile(r'[\\"\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
 def quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Controls may only appear as quoted-pairs; CR and LF cannot appear at all (they would
+    # end the header line), so they become spaces.
+    text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + _QUOTE_SPECIAL.sub(lambda m: "\\" + m.group(), text) + '"'
 
 
 @dataclass(eq=True)
@@ -230,8 +240,9 @@ def parse_uri(text: str) -> Uri:
         return Uri(scheme=scheme, opaque=rest)
     what = f"URI {text!r}"
     user = password = None
-    qmark = rest.find("?")
-    at = rest.find("@", 0, qmark if qmark >= 0 else len(rest))
+    # '@' cannot appear unescaped in params or headers, so the first one ends the userinfo;
+    # the user part itself may hold '?', ';', '/' (user-unreserved, RFC 4475 3.1.1.2).
+    at = rest.find("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
         if ":" in userinfo:

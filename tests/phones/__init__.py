@@ -1,0 +1,8 @@
+"""Real-phone test harness: headless baresip, sipp, and a node launched as a subprocess.
+
+Everything binds and sends to 127.0.0.1 only.
+"""
+
+from .ports import free_port
+
+__all__ = ["free_port"]

@@ -1,0 +1,113 @@
+"""Real SIP traffic from sipp against a node on 127.0.0.1 (scenarios in tests/sipp/)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from phones.node import NodeFactory, NodeProcess
+from phones.ports import free_port
+from phones.sipp import SippResult, SippUas, run_sipp, sipp_binary
+
+pytestmark = [
+    pytest.mark.phones,
+    pytest.mark.skipif(sipp_binary() is None,
+                       reason="sipp not installed (apt-get install sip-tester; `make test` does)"),
+]
+
+
+@pytest.fixture
+def start_node():
+    with NodeFactory() as factory:
+        yield factory
+
+
+def ok(result: SippResult, node: NodeProcess, what: str) -> None:
+    assert result.returncode == 0, (
+        f"{what} failed\n{result.logs}\n--- node output ---\n{node.log()}"
+    )
+
+
+def test_register_and_unregister(start_node, tmp_path):
+    node = start_node(tmp_path)
+    keys = {"contact_port": str(free_port())}
+    ok(run_sipp("register", node.target, service="2001", keys=keys, workdir=tmp_path),
+       node, "REGISTER")
+    ok(run_sipp("unregister", node.target, service="2001", keys=keys, workdir=tmp_path),
+       node, "unregister")
+    ok(run_sipp("uac_unavailable", node.target, service="2001", workdir=tmp_path),
+       node, "INVITE to 2001 after it unregistered")
+
+
+def register(node: NodeProcess, extension: str, contact_port: int, tmp_path) -> None:
+    keys = {"contact_port": str(contact_port)}
+    ok(run_sipp("register", node.target, service=extension, keys=keys, workdir=tmp_path),
+       node, f"REGISTER {extension} at 127.0.0.1:{contact_port}")
+
+
+def finish(uas: SippUas, node: NodeProcess, what: str) -> None:
+    ok(uas.wait(), node, what)
+
+
+def test_call_invite_ringing_ok_ack_bye(start_node, tmp_path):
+    node = start_node(tmp_path)
+    with SippUas("uas_answer", service="2002", keys={"proxy": node.target},
+                 workdir=tmp_path) as uas:
+        register(node, "2002", uas.port, tmp_path)
+        ok(run_sipp("uac_call", node.target, service="2002", keys={"caller": "2001"},
+                    workdir=tmp_path), node, "call 2001 -> 2002 (caller side)")
+        finish(uas, node, "call 2001 -> 2002 (callee side)")
+
+
+def test_cancel_before_answer(start_node, tmp_path):
+    node = start_node(tmp_path)
+    with SippUas("uas_ring_only", service="2012", workdir=tmp_path) as uas:
+        register(node, "2012", uas.port, tmp_path)
+        ok(run_sipp("uac_cancel", node.target, service="2012", keys={"caller": "2011"},
+                    workdir=tmp_path), node, "CANCEL 2011 -> 2012 (caller side)")
+        finish(uas, node, "CANCEL 2011 -> 2012 (callee side)")
+
+
+def test_unknown_user_404(start_node, tmp_path):
+    node = start_node(tmp_path)
+    ok(run_sipp("uac_404", node.target, service="2999", keys={"caller": "2001"},
+                workdir=tmp_path), node, "INVITE to unknown 2999")
+
+
+def test_unreachable_contact_408_or_480(start_node, tmp_path):
+    node = start_node(tmp_path, config="[sip]\nt1_ms = 100\n")
+    dead = free_port()  # nothing listens there
+    register(node, "2020", dead, tmp_path)
+    started = time.monotonic()
+    ok(run_sipp("uac_timeout", node.target, service="2020", keys={"caller": "2001"},
+                timeout=40, workdir=tmp_path), node, "INVITE to unreachable 2020")
+    assert time.monotonic() - started < 20, "with t1_ms=100 the node should give up in ~6.4 s"
+
+
+USERS = '[users]\n"3001" = "s3cret-3001"\n"3002" = "other"\n'
+
+
+def digest_node(start_node, tmp_path) -> NodeProcess:
+    users = tmp_path / "users.toml"
+    users.write_text(USERS)
+    return start_node(tmp_path, config=(
+        '[registrar]\npolicy = "digest"\nrealm = "meshsip-test"\n'
+        f'users_file = "{users}"\n'
+    ))
+
+
+def test_digest_challenge_and_answer(start_node, tmp_path):
+    node = digest_node(start_node, tmp_path)
+    ok(run_sipp("register_digest", node.target, service="3001", workdir=tmp_path,
+                keys={"auth_user": "3001", "password": "s3cret-3001", "realm": "meshsip-test"}),
+       node, "digest REGISTER 3001")
+
+
+def test_digest_wrong_password_refused(start_node, tmp_path):
+    node = digest_node(start_node, tmp_path)
+    ok(run_sipp("register_digest_wrong", node.target, service="3001", workdir=tmp_path,
+                keys={"auth_user": "3001", "password": "not-the-password"}),
+       node, "digest REGISTER 3001 with a wrong password")
+    # and nothing got bound: a call to 3001 finds nobody
+    ok(run_sipp("uac_unavailable", node.target, service="3001", workdir=tmp_path),
+       node, "INVITE to 3001 after a refused REGISTER")
