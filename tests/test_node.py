@@ -4,54 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from phones.node import NodeFactory, NodeProcess
 
 from overlay.sip.message import Response, parse_message
 
 REPO = Path(__file__).resolve().parent.parent
 TORTURE = REPO / "tests" / "data" / "rfc4475"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class NodeProcess:
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"node-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "run", "--bind", "127.0.0.1",
-             "--sip-port", str(self.port), "--data-dir", str(data_dir), *args],
-            cwd=REPO, stderr=open(self.log_path, "w"), stdout=subprocess.DEVNULL,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready" in self.log():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"node did not become ready:\n{self.log()}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(10)
 
 
 def meshsip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,12 +57,8 @@ def options_msg(branch: str) -> bytes:
 
 
 @pytest.fixture
-def node(tmp_path: Path):
-    n = NodeProcess(tmp_path / "data")
-    n.wait_ready()
-    yield n
-    if n.proc.poll() is None:
-        assert n.stop() == 0, n.log()
+def node(start_node: NodeFactory, tmp_path: Path) -> NodeProcess:
+    return start_node(tmp_path)
 
 
 def test_status_and_clean_stop(node: NodeProcess) -> None:
@@ -120,25 +80,24 @@ def test_status_without_a_node_says_so(tmp_path: Path) -> None:
     assert out.returncode == 1 and "no node is running" in out.stderr
 
 
-def test_registrations_survive_a_restart(node: NodeProcess, tmp_path: Path) -> None:
+def test_registrations_survive_a_restart(
+    node: NodeProcess, start_node: NodeFactory, tmp_path: Path
+) -> None:
     assert udp_exchange(node.port, register_msg("1001", 7001)) == 200
     assert node.stop() == 0
-    again = NodeProcess(node.data_dir, port=node.port)
-    again.wait_ready()
-    try:
-        assert "1 registrations restored" in again.log()
-        status = json.loads(meshsip("status", "--data-dir", str(node.data_dir), "--json").stdout)
-        assert [r["extension"] for r in status["registrations"]] == ["1001"]
-    finally:
-        assert again.stop() == 0
+    again = start_node(tmp_path, port=node.port, data_dir=node.data_dir)
+    assert "1 registrations restored" in again.log()
+    status = json.loads(meshsip("status", "--data-dir", str(node.data_dir), "--json").stdout)
+    assert [r["extension"] for r in status["registrations"]] == ["1001"]
 
 
 def test_port_in_use_is_explained(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        n = NodeProcess(tmp_path / "data", port=port)
-        assert n.proc.wait(10) == 1
+        n = NodeProcess(tmp_path, (), None, port=port)
+        with pytest.raises(AssertionError, match="exited with 1"):
+            n.start()
     assert "already in use" in n.log() and "Traceback" not in n.log()
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from phones.baresip import Baresip, baresip_binary
-from phones.node import NodeFactory, NodeProcess
+from phones.node import NodeProcess
 
 pytestmark = [
     pytest.mark.phones,
@@ -17,12 +17,6 @@ pytestmark = [
 
 TALK_SECONDS = 2.0
 MIN_PACKETS = 50  # 20 ms packets: ~100 in 2 s each way
-
-
-@pytest.fixture
-def start_node():
-    with NodeFactory() as factory:
-        yield factory
 
 
 @pytest.fixture

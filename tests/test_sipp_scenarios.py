@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from phones.node import NodeFactory, NodeProcess
+from phones.node import NodeProcess
 from phones.ports import free_port
 from phones.sipp import SippResult, SippUas, run_sipp, sipp_binary
 
@@ -14,12 +14,6 @@ pytestmark = [
     pytest.mark.skipif(sipp_binary() is None,
                        reason="sipp not installed (apt-get install sip-tester; `make test` does)"),
 ]
-
-
-@pytest.fixture
-def start_node():
-    with NodeFactory() as factory:
-        yield factory
 
 
 def ok(result: SippResult, node: NodeProcess, what: str) -> None:

@@ -35,11 +35,12 @@ STOP_TIMEOUT = 10.0
 
 
 class NodeProcess:
-    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...], config: str | None) -> None:
-        self.port = free_port()
+    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...], config: str | None,
+                 port: int | None = None, data_dir: Path | None = None) -> None:
+        self.port = port or free_port()
         self.host = HOST
         self.dir = Path(tmp_path) / f"node-{self.port}"
-        self.data_dir = self.dir / "data"
+        self.data_dir = data_dir or self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cmd = [
             sys.executable, "-m", "appliance.cli", "run",
@@ -145,9 +146,9 @@ class NodeFactory:
     def __init__(self) -> None:
         self.nodes: list[NodeProcess] = []
 
-    def __call__(self, tmp_path: Path, *extra_args: str, config: str | None = None
-                 ) -> NodeProcess:
-        node = NodeProcess(tmp_path, extra_args, config)
+    def __call__(self, tmp_path: Path, *extra_args: str, config: str | None = None,
+                 port: int | None = None, data_dir: Path | None = None) -> NodeProcess:
+        node = NodeProcess(tmp_path, extra_args, config, port, data_dir)
         self.nodes.append(node)
         return node.start()
 
