@@ -1,0 +1,1 @@
+"""The Chord overlay: sans-IO node (`node.ChordNode`), messages, records."""
