@@ -1,7 +1,7 @@
 # Two entry points for a fresh Debian machine: `make run` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_TEST_PACKAGES := sip-tester baresip-core
+APT_TEST_PACKAGES := sip-tester baresip-core nftables iproute2
 APT_BENCH_PACKAGES := sip-tester kamailio
 
 .PHONY: run test lint bench venv apt-test apt-bench clean
@@ -45,3 +45,9 @@ bench: venv apt-bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# A bed of 5 network namespaces with a node in each, until Ctrl-C (root only; tests/meshbed).
+.PHONY: mesh-demo
+mesh-demo: venv
+	@[ "$$(id -u)" = 0 ] || { echo "mesh-demo needs root (network namespaces): sudo make mesh-demo"; exit 1; }
+	$(PY) tests/meshbed/demo.py $(ARGS)

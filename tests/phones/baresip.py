@@ -8,6 +8,10 @@
     phone.hangup()
     phone.stop()
 
+Inside a network namespace (tests/meshbed): `Baresip(..., netns="ns", bind="10.99.0.12")`
+runs it with `ip netns exec`, listens for SIP on the bind address and keeps its control port
+on the namespace's own 127.0.0.1 (the harness connects from a socket made in there).
+
 Failures raise AssertionError with the tail of baresip's own output and the events seen.
 """
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .nsexec import ns_argv, ns_connect
 from .ports import HOST, free_port
 
 MODULE_DIRS = ("/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules",
@@ -62,6 +67,8 @@ class Baresip:
         answermode: str = "auto",
         tone_hz: int = 440,
         lifetime_s: int = 300,
+        netns: str | None = None,
+        bind: str = HOST,
     ) -> None:
         self.extension = extension
         self.node_port = node_port
@@ -72,6 +79,8 @@ class Baresip:
         self.answermode = answermode
         self.tone_hz = tone_hz
         self.lifetime_s = lifetime_s  # baresip -t: it quits by itself after this, whatever happens
+        self.netns = netns  # network namespace to run in (None: this one)
+        self.bind = bind  # SIP and RTP address
         self.sip_port = free_port()
         self.ctrl_port = free_port(udp=False)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -100,7 +109,7 @@ class Baresip:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = f"""\
 poll_method		epoll
-sip_listen		{HOST}:{self.sip_port}
+sip_listen		{self.bind}:{self.sip_port}
 call_local_timeout	120
 call_max_calls		4
 audio_player		aubridge,nil-{self.sip_port}
@@ -112,7 +121,7 @@ audio_level		no
 rtp_ports		10000-40000
 rtp_timeout		0
 dns_server		{HOST}:53
-net_interface		{HOST}
+net_interface		{self.bind}
 module_path		{module_dir()}
 module			g711.so
 module			ausine.so
@@ -134,7 +143,7 @@ ctrl_tcp_listen		{HOST}:{self.ctrl_port}
         self._write_config()
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [binary, "-f", str(self.workdir), "-t", str(self.lifetime_s)],
+            [*ns_argv(self.netns), binary, "-f", str(self.workdir), "-t", str(self.lifetime_s)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=self.workdir, start_new_session=True,
         )
@@ -144,7 +153,7 @@ ctrl_tcp_listen		{HOST}:{self.ctrl_port}
             if self.proc.poll() is not None:
                 self._fail(f"baresip exited with {self.proc.returncode} during start-up")
             try:
-                self._sock = socket.create_connection((HOST, self.ctrl_port), timeout=1.0)
+                self._sock = ns_connect(self.netns, (HOST, self.ctrl_port), timeout=1.0)
                 break
             except OSError as exc:
                 last = exc
@@ -330,7 +339,7 @@ ctrl_tcp_listen		{HOST}:{self.ctrl_port}
         evs = [(e.get("type"), e.get("param") or e.get("peeruri")) for e in self.events()]
         rc = self.proc.poll() if self.proc is not None else None
         raise AssertionError(
-            f"baresip {self.extension} (sip {HOST}:{self.sip_port}, ctrl {self.ctrl_port}, "
+            f"baresip {self.extension} (sip {self.bind}:{self.sip_port}, ctrl {self.ctrl_port}, "
             f"exit code {rc}): {what}\n"
             f"events seen: {evs}\n--- baresip output (tail) ---\n{self.output_tail()}"
         )

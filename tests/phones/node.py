@@ -9,6 +9,9 @@
         node = start_node(tmp_path, config='[sip]\\nt1_ms = 100\\n')
         ... node.port, node.proc, node.log() ...
 
+Inside a network namespace (tests/meshbed): `start_node(tmp_path, netns="ns", host="10.99.0.11")`
+runs it with `ip netns exec` and binds it to that address.
+
 Teardown sends SIGTERM, waits, and asserts the node exited with code 0.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from .nsexec import ns_argv
 from .ports import HOST, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,15 +40,18 @@ STOP_TIMEOUT = 10.0
 
 class NodeProcess:
     def __init__(self, tmp_path: Path, extra_args: tuple[str, ...], config: str | None,
-                 port: int | None = None, data_dir: Path | None = None) -> None:
+                 port: int | None = None, data_dir: Path | None = None,
+                 netns: str | None = None, host: str = HOST) -> None:
         self.port = port or free_port()
-        self.host = HOST
-        self.dir = Path(tmp_path) / f"node-{self.port}"
+        self.host = host  # the address it binds and phones use
+        self.netns = netns  # network namespace to run in (None: this one)
+        self.dir = Path(tmp_path) / (f"node-{self.port}" if netns is None
+                                     else f"node-{netns}-{self.port}")
         self.data_dir = data_dir or self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cmd = [
-            sys.executable, "-m", "appliance.cli", "run",
-            "--bind", HOST, "--sip-port", str(self.port), "--data-dir", str(self.data_dir),
+            *ns_argv(netns), sys.executable, "-m", "appliance.cli", "run",
+            "--bind", host, "--sip-port", str(self.port), "--data-dir", str(self.data_dir),
             *extra_args,
         ]
         if config is not None:
@@ -60,10 +67,10 @@ class NodeProcess:
     @property
     def target(self) -> str:
         """host:port, as sipp wants it."""
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def uri(self, extension: str) -> str:
-        return f"sip:{extension}@{HOST}:{self.port}"
+        return f"sip:{extension}@{self.host}:{self.port}"
 
     def start(self) -> NodeProcess:
         env = dict(os.environ)
@@ -147,8 +154,9 @@ class NodeFactory:
         self.nodes: list[NodeProcess] = []
 
     def __call__(self, tmp_path: Path, *extra_args: str, config: str | None = None,
-                 port: int | None = None, data_dir: Path | None = None) -> NodeProcess:
-        node = NodeProcess(tmp_path, extra_args, config, port, data_dir)
+                 port: int | None = None, data_dir: Path | None = None,
+                 netns: str | None = None, host: str = HOST) -> NodeProcess:
+        node = NodeProcess(tmp_path, extra_args, config, port, data_dir, netns, host)
         self.nodes.append(node)
         return node.start()
 

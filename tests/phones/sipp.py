@@ -10,11 +10,15 @@
 Scenario parameters travel as sipp keywords (-key NAME VALUE, [NAME] in the XML). Every run
 passes defaults for all the keywords the scenarios in tests/sipp use, so a scenario never
 meets an undefined keyword; `keys=` overrides them.
+
+Inside a network namespace (tests/meshbed): pass `netns="ns", host="10.99.0.12"` to run_sipp or
+SippUas; sipp then runs with `ip netns exec` and binds its SIP and media to that address.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from .nsexec import ns_argv
 from .ports import HOST, free_port, free_port_block
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sipp"
@@ -39,11 +44,14 @@ EXIT_CODES = {
 }
 
 
-def udp_port_bound(port: int) -> bool:
-    """Whether some socket is bound to UDP 127.0.0.1:port or 0.0.0.0:port (/proc/net/udp)."""
-    wanted = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+def udp_port_bound(port: int, host: str = HOST, pid: int | None = None) -> bool:
+    """Whether some socket is bound to UDP host:port or 0.0.0.0:port (/proc/net/udp; with a
+    pid, /proc/PID/net/udp: the sockets of that process's network namespace)."""
+    host_hex = socket.inet_aton(host)[::-1].hex().upper()
+    wanted = {f"{host_hex}:{port:04X}", f"00000000:{port:04X}"}
+    table = Path("/proc/net/udp") if pid is None else Path(f"/proc/{pid}/net/udp")
     try:
-        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+        lines = table.read_text().splitlines()[1:]
     except OSError:
         return True  # cannot tell: assume it is
     return any(line.split()[1] in wanted for line in lines if len(line.split()) > 1)
@@ -99,6 +107,8 @@ class _Sipp:
         calls: int,
         workdir: Path | None,
         port: int | None,
+        netns: str | None = None,
+        host: str = HOST,
     ) -> None:
         binary = sipp_binary()
         if binary is None:
@@ -106,6 +116,8 @@ class _Sipp:
         self.scenario = scenario_path(scenario)
         self.timeout = timeout
         self.port = port or free_port()
+        self.netns = netns  # network namespace to run in (None: this one)
+        self.host = host  # SIP and media address
         base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sipp-"))
         self.dir = base / f"sipp-{self.scenario.stem}-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +128,7 @@ class _Sipp:
             "caller": "sipp",
             "proxy": target or "",
             "expires": "300",
-            "contact_host": HOST,
+            "contact_host": host,
             "contact_port": str(self.port),
             "auth_user": service or "service",
             "password": "wrong",
@@ -127,13 +139,13 @@ class _Sipp:
             name: self.dir / f"{name}.log"
             for name in ("screen", "errors", "messages", "calldebug", "logs", "stdout")
         }
-        cmd = [binary]
+        cmd = [*ns_argv(netns), binary]
         if target is not None:
             cmd.append(target)
         cmd += [
             "-sf", str(self.scenario),
-            "-i", HOST, "-p", str(self.port), "-t", "u1",
-            "-mi", HOST, "-mp", str(media), "-cp", str(control),
+            "-i", host, "-p", str(self.port), "-t", "u1",
+            "-mi", host, "-mp", str(media), "-cp", str(control),
             "-m", str(calls), "-nostdin",
             "-timeout", f"{int(timeout)}s", "-timeout_error",
             "-max_recv_loops", "1000",
@@ -202,13 +214,15 @@ def run_sipp(
     calls: int = 1,
     workdir: Path | None = None,
     port: int | None = None,
+    netns: str | None = None,
+    host: str = HOST,
 ) -> SippResult:
     """Runs a client scenario in the foreground: `calls` calls (-m), then sipp exits.
 
     target is "host:port" of the node; service is the user part of the Request-URI (-s).
     """
     sipp = _Sipp(scenario, target, service=service, keys=keys, extra_args=extra_args,
-                 timeout=timeout, calls=calls, workdir=workdir, port=port)
+                 timeout=timeout, calls=calls, workdir=workdir, port=port, netns=netns, host=host)
     try:
         return sipp.start().wait()
     finally:
@@ -216,7 +230,7 @@ def run_sipp(
 
 
 class SippUas(_Sipp):
-    """A sipp server scenario (a callee) in the background, listening on 127.0.0.1:.port."""
+    """A sipp server scenario (a callee) in the background, listening on .host:.port."""
 
     def __init__(
         self,
@@ -229,9 +243,12 @@ class SippUas(_Sipp):
         calls: int = 1,
         workdir: Path | None = None,
         port: int | None = None,
+        netns: str | None = None,
+        host: str = HOST,
     ) -> None:
         super().__init__(scenario, None, service=service, keys=keys, extra_args=extra_args,
-                         timeout=timeout, calls=calls, workdir=workdir, port=port)
+                         timeout=timeout, calls=calls, workdir=workdir, port=port,
+                         netns=netns, host=host)
 
     def start(self) -> SippUas:
         super().start()
@@ -245,10 +262,11 @@ class SippUas(_Sipp):
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError("sipp UAS exited at start-up\n" + self.report())
-            if udp_port_bound(self.port):
+            if udp_port_bound(self.port, self.host,
+                              None if self.netns is None else self.proc.pid):
                 return
             time.sleep(0.05)
-        raise AssertionError(f"sipp UAS did not bind {HOST}:{self.port} in {limit}s\n"
+        raise AssertionError(f"sipp UAS did not bind {self.host}:{self.port} in {limit}s\n"
                              + self.report())
 
     def __enter__(self) -> SippUas:
