@@ -1,0 +1,1875 @@
+"""A sans-IO Chord node: Zave's corrected ring maintenance, lookups, records, ring merging.
+
+Shape (as `overlay/sip/transaction.py`): messages and the current time go in
+(`receive(msg, now)`, `handle_timer(now)`, and the calls `join`, `lookup`, `put`, `get`,
+`remove`, `learn_peer`, `leave`); messages to send (`messages_to_send()`), the next
+deadline (`get_timer()`) and events for the owner (`next_event()`) come out. No clock,
+no sockets, no asyncio; all randomness comes from the injected `random.Random`, so the
+simulator replays a run exactly from its seed.
+
+Ring maintenance follows Zave, "Reasoning about identifier spaces: how to make Chord
+correct" (IEEE TSE 2017):
+- each node keeps a predecessor and a successor list; the list holds at least `r`
+  entries and grows with the estimated ring size (every node while the ring is at most
+  `full_mesh` nodes, so small rings route in one hop; about log2 N beyond);
+- join only learns a successor list (a lookup of the node's own id); the newcomer
+  becomes reachable through later stabilize and notify;
+- stabilize asks the first successor for its predecessor and list, takes the list
+  ([succ] + succ's list), and when succ's predecessor lies between this node and succ,
+  checks that node is alive and adopts it with its list (and repeats from it at once,
+  walking back over several fresh joiners in one round); then it notifies its first
+  successor (skipped when that successor already names us as its predecessor). A
+  successor that does not answer (after `attempts` tries) is dropped and the next one is
+  asked at once;
+- rectify (on notify): the predecessor is replaced only when the notifier lies between
+  it and this node, or a ping shows the predecessor dead. A predecessor not heard from
+  for 2.5 rounds is pinged, so a dead one (and the range it leaves us) is noticed early;
+- a joiner, before committing, asks the found successor for its predecessor and moves
+  back while that lies between (Zave's join reads a member atomically; over messages
+  two joins at one place can race). A join that fails is retried (`join_attempts`),
+  then the node stays a ring of one and merges when it learns of a peer. Nodes not on a
+  ring yet answer routing requests with Error 503.
+Fingers are an optimisation on top: base-`finger_base` fingers (targets id + j*b^i),
+repaired one lookup per `fix_fingers_interval` and also learnt passively from every node
+that talks to us.
+
+Lookups are iterative (the origin asks the best candidate, which answers Found or
+Redirect to closer nodes) or recursive (each hop answers a provisional Ack, forwards, and
+relays the final Found back). Either way a candidate that does not answer within
+`lookup_timeout` is skipped and the next best one tried, so a dead node costs one
+timeout, not the lookup (and after all others, it gets a second try: messages get
+lost). A node answers Found for its own range (predecessor, self] and, as in Chord, for
+(self, first successor]; a key further down its successor list is answered with a
+Redirect whose first entries are the presumed successor (a *hint*): that node confirms
+from its own predecessor, which keeps answers right during churn and costs no extra hop
+(it is the last hop anyway). With every node in every list (rings up to `full_mesh`)
+that makes lookups one hop; beyond, fingers make them about log4 N. When nobody can
+answer (the owner has just joined, the node before it has a dead successor) the closest
+node at or after the key that answered is returned.
+
+Records (see records.py) live at the successor of their key, replicated on the next r-1
+successors: the owner writes the primary and the replicas it was told of; the primary
+pushes new copies at once and all copies every `replica_refresh` seconds; a node hands
+records over when a closer predecessor appears (join, merge) or when it leaves. A copy
+is re-homed (looked up, handed to its primary) when no primary pushed it to us (it came
+as a first copy or a hand-over to a node that is not its primary), when our predecessor
+changed (a crash may have left it without a primary that has it), or when no primary
+refreshed it for `orphan_after` seconds; a copy handed on is dropped only two refresh
+periods later. Owners re-sign and re-store their records `first_refresh` seconds after
+a put and then every lifetime * `refresh_fraction`; a failed put is retried in
+seconds. Every copy is verified on store, on serve and on fetch.
+
+Partition healing (ring unification, after Shafaat et al., "Dealing with network
+partitions in structured overlay networks"): a node that learns of a peer (discovery
+calls `learn_peer`, or a neighbour it lost to a timeout comes back) pings it, looks up
+its id on its own ring and, when the answer is not that peer, the peer is on another
+ring: the node sends itself a `Learn(peer)`. A Learn is routed to the node the candidate
+falls just after; that node checks the candidate is alive, adopts it into its successor
+list and sends the candidate its former successor (and, when it lies between, tells the
+candidate's predecessor about itself). Each such adoption zips a stretch of the two
+rings together; stabilize does the rest. Lost peers are re-checked with backoff, so
+merging does not depend on one message getting through.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from bisect import bisect_right
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from .messages import (
+    ID_SPACE,
+    Ack,
+    Error,
+    Fetch,
+    FindSuccessor,
+    Found,
+    GetNeighbors,
+    Learn,
+    Leave,
+    Message,
+    Neighbors,
+    NodeRef,
+    Notify,
+    Ping,
+    Pong,
+    Record,
+    Records,
+    Redirect,
+    Store,
+    Stored,
+    Transfer,
+)
+from .records import RecordSigner, RecordStore, StoredRecord, sign_record, verify_record
+
+MASK = ID_SPACE - 1
+
+MEMBER = "member"  # on a ring (possibly a ring of one)
+JOINING = "joining"  # looking up its own successor through a bootstrap node
+LEAVING = "leaving"  # handing over records and telling its neighbours
+LEFT = "left"  # gone: ignores everything
+
+
+def dist(a: int, b: int) -> int:
+    """Clockwise distance from a to b on the ring."""
+    return (b - a) & MASK
+
+
+def between(x: int, a: int, b: int) -> bool:
+    """x in the open interval (a, b) going clockwise; (a, a) is the ring without a."""
+    if a == b:
+        return x != a
+    return 0 < ((x - a) & MASK) < ((b - a) & MASK)
+
+
+def between_right(x: int, a: int, b: int) -> bool:
+    """x in (a, b]; (a, a] is the whole ring."""
+    if a == b:
+        return True
+    return 0 < ((x - a) & MASK) <= ((b - a) & MASK)
+
+
+@dataclass(slots=True)
+class ChordConfig:
+    r: int = 3  # replication factor and minimum successor-list length
+    full_mesh: int = 32  # rings up to this size: every node lists every other
+    max_successors: int = 16  # successor-list cap beyond full_mesh (log2 N grows slowly)
+    finger_base: int = 4  # fingers at id + j*b^i, j = 1..b-1
+    stabilize_interval: float = 1.0
+    fix_fingers_interval: float = 2.0
+    rto: float = 0.5  # maintenance request timeout (per try)
+    attempts: int = 3  # tries before a neighbour is declared dead
+    lookup_timeout: float = 0.5  # per lookup hop (one try, then the next candidate)
+    recursive_timeout: float = 4.0  # after a recursive hop's provisional Ack
+    lookup_deadline: float = 15.0
+    max_hops: int = 32
+    sync_interval: float = 5.0  # replication pass (only new copies are sent)
+    sync_delay: float = 0.2  # replication after a change, batched
+    replica_refresh: float = 20.0  # every copy pushed again to every replica
+    orphan_after: float = 50.0  # copy not refreshed by a primary: re-home it
+    refresh_fraction: float = 0.5  # owners re-store records after this part of lifetime
+    first_refresh: float = 20.0  # ... and once this soon after a put
+    join_attempts: int = 5  # then a lone node (ring of one) that keeps looking
+    merge_check_interval: float = 2.0
+    merge_backoff_max: float = 60.0
+    suspect_ttl: float = 30.0  # a dead or departed node is not re-adopted from lists
+    avoid_ttl: float = 5.0  # a node that missed a lookup hop is routed around
+    peers_max: int = 64
+    records_per_message: int = 16
+    jitter: float = 0.1
+    overlay: str = ""
+
+
+# ------------------------------------------------------------------------------ events
+
+
+@dataclass(slots=True)
+class Joined:
+    successor: NodeRef
+
+
+@dataclass(slots=True)
+class JoinFailed:
+    bootstrap: NodeRef
+    reason: str
+
+
+@dataclass(slots=True)
+class LookupDone:
+    request_id: int
+    key: int
+    successors: tuple[NodeRef, ...]
+    hops: int
+    timeouts: int
+
+
+@dataclass(slots=True)
+class LookupFailed:
+    request_id: int
+    key: int
+    reason: str
+    hops: int
+    timeouts: int
+
+
+@dataclass(slots=True)
+class PutDone:
+    request_id: int
+    resource_id: int
+    primary: NodeRef
+
+
+@dataclass(slots=True)
+class PutFailed:
+    request_id: int
+    resource_id: int
+    reason: str
+
+
+@dataclass(slots=True)
+class GetDone:
+    request_id: int
+    resource_id: int
+    records: tuple[Record, ...]
+    hops: int
+
+
+@dataclass(slots=True)
+class GetFailed:
+    request_id: int
+    resource_id: int
+    reason: str
+
+
+@dataclass(slots=True)
+class RecordRejected:
+    record: Record
+    source: NodeRef
+    reason: str
+
+
+@dataclass(slots=True)
+class NeighborsChanged:
+    predecessor: NodeRef | None
+    successors: tuple[NodeRef, ...]
+
+
+@dataclass(slots=True)
+class Left:
+    pass
+
+
+Event = (
+    Joined | JoinFailed | LookupDone | LookupFailed | PutDone | PutFailed | GetDone
+    | GetFailed | RecordRejected | NeighborsChanged | Left
+)
+
+
+# ------------------------------------------------------------------------------ internals
+
+
+class _Req:
+    __slots__ = (
+        "txn", "dest", "msg", "tries", "timeout", "deadline", "on_reply", "on_fail",
+        "provisional",
+    )
+
+    def __init__(
+        self,
+        dest: NodeRef,
+        msg: Message,
+        tries: int,
+        timeout: float,
+        on_reply: Callable[[Message], None] | None,
+        on_fail: Callable[[], None] | None,
+        provisional: bool,
+    ) -> None:
+        self.txn = msg.txn
+        self.dest = dest
+        self.msg = msg
+        self.tries = tries
+        self.timeout = timeout
+        self.deadline = 0.0
+        self.on_reply = on_reply
+        self.on_fail = on_fail
+        self.provisional = provisional
+
+
+LookupCallback = Callable[["tuple[NodeRef, ...] | None", "_Lookup"], None]
+
+
+class _Lookup:
+    __slots__ = (
+        "lid", "key", "recursive", "cb", "pool", "tried", "hops", "timeouts", "deadline",
+        "reason", "hints", "dead", "round", "best_pre", "best_post", "retried",
+    )
+
+    def __init__(self, lid: int, key: int, recursive: bool, cb: LookupCallback) -> None:
+        self.lid = lid
+        self.key = key
+        self.recursive = recursive
+        self.cb = cb
+        self.pool: dict[int, NodeRef] = {}
+        self.tried: set[int] = set()
+        self.hops = 0
+        self.timeouts = 0
+        self.deadline = 0.0
+        self.reason = ""
+        self.hints: dict[int, int] = {}  # presumed successors of key: id -> priority
+        self.dead: set[int] = set()
+        self.round = 0
+        self.best_pre = ID_SPACE  # distance to the key of the closest preceding responder
+        self.best_post: NodeRef | None = None  # closest responder at or after the key
+        self.retried: set[int] = set()  # candidates given a second try (message loss)
+
+
+class _Peer:
+    __slots__ = ("ref", "due", "backoff")
+
+    def __init__(self, ref: NodeRef, due: float, backoff: float) -> None:
+        self.ref = ref
+        self.due = due
+        self.backoff = backoff
+
+
+_TARGET_CACHE: dict[int, list[int]] = {}
+
+
+def finger_targets(base: int) -> list[int]:
+    """Sorted clockwise distances j*b^i (j = 1..b-1) below 2^128."""
+    if base not in _TARGET_CACHE:
+        out = []
+        step = 1
+        while step < ID_SPACE:
+            for j in range(1, base):
+                if j * step < ID_SPACE:
+                    out.append(j * step)
+            step *= base
+        _TARGET_CACHE[base] = sorted(set(out))
+    return _TARGET_CACHE[base]
+
+
+class ChordNode:
+    """One overlay node. See the module docstring."""
+
+    def __init__(
+        self,
+        ref: NodeRef,
+        signer: RecordSigner,
+        rng: random.Random | None = None,
+        config: ChordConfig | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.ref = ref
+        self.id = ref.id
+        self.signer = signer
+        self.rng = rng if rng is not None else random.Random(ref.id)
+        self.config = config if config is not None else ChordConfig()
+        self.status = MEMBER
+        self.successors: list[NodeRef] = []
+        self.predecessor: NodeRef | None = None
+        self.detached = False  # lost every successor while part of a larger ring
+        self.join_failed = False  # alone because a join failed (until it finds a ring)
+        self.version = 0  # bumped whenever successors or predecessor change
+        self.store = RecordStore()
+        self.ring_complete = False  # the successor list holds every other node
+        self._large = False  # ring bigger than full_mesh: log-sized successor list
+        self._now = now
+        self._targets = finger_targets(self.config.finger_base)
+        self.fingers: list[NodeRef | None] = [None] * len(self._targets)
+        self._finger_list: list[NodeRef] | None = []
+        self._finger_cursor = 0
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[NodeRef, Message]] = []
+        self._pending: dict[int, _Req] = {}
+        self._lookups: dict[int, _Lookup] = {}
+        self._timers: list[tuple[float, int, str, int]] = []
+        self._due: dict[str, float] = {}
+        self._seq = itertools.count()
+        self._txn = itertools.count(self.rng.getrandbits(30) + 1)
+        self._ids = itertools.count(1)
+        self._suspects: dict[int, float] = {}
+        self._avoid: dict[int, float] = {}
+        self._peers: OrderedDict[int, _Peer] = OrderedDict()
+        self._recent: OrderedDict[int, NodeRef] = OrderedDict()
+        self._owned: dict[tuple[int, int, str], tuple[Record, float]] = {}
+        self._sent: dict[int, dict[tuple[int, int, str], int]] = {}
+        self._next_full_push = now + self.config.replica_refresh
+        self._orphan_checks: set[int] = set()
+        self._adopting: set[int] = set()
+        self._stabilizing = False
+        self._pred_ping: NodeRef | None = None
+        self._pred_candidates: dict[int, NodeRef] = {}
+        self._leave_pending = 0
+        self._join_tries = 0
+        self._join_retry: NodeRef | None = None
+        self._recheck_before = -math.inf
+        self._pred_heard = now
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "requests_sent", "responses_sent", "timeouts", "stray_responses",
+                "dropped_overlay", "dead_declared", "lookups_done", "lookups_failed",
+                "records_rejected", "records_accepted", "adoptions", "learns_routed",
+                "merge_checks", "transfers_sent",
+            ),
+            0,
+        )
+        c = self.config
+        self._periodic("stabilize", now + self._jit(c.stabilize_interval) * self.rng.random())
+        self._periodic("fingers", now + c.fix_fingers_interval * (1 + self.rng.random()))
+        self._periodic("sync", now + c.sync_interval * (1 + self.rng.random()))
+        self._periodic("merge", now + c.merge_check_interval * (1 + self.rng.random()))
+        self._periodic("refresh", now + 1.0)
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def messages_to_send(self) -> list[tuple[NodeRef, Message]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        heap = self._timers
+        while heap:
+            entry = heap[0]
+            if self._valid(entry):
+                return entry[0]
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        self._touch(now)
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._valid(entry):
+                continue
+            _, _, kind, key = entry
+            if self.status == LEFT:
+                return
+            if kind == "req":
+                self._req_timeout(self._pending[key])
+            elif kind == "lookup":
+                lk = self._lookups[key]
+                lk.reason = lk.reason or "deadline"
+                self._finish_lookup(lk, None)
+            elif self.status == LEAVING:
+                self._due.pop(kind, None)
+            else:
+                self._due.pop(kind, None)
+                self._periodic_fire(kind)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def join(self, bootstrap: NodeRef, now: float) -> None:
+        """Learn a successor list by looking up our own id through `bootstrap`."""
+        self._touch(now)
+        if bootstrap.id == self.id or self.status not in (MEMBER, JOINING):
+            return
+        if self.status == MEMBER and self.successors:
+            self.learn_peer(bootstrap, now)  # already on a ring: merge instead
+            return
+        self.status = JOINING
+
+        def fail(reason: str) -> None:
+            if self.status != JOINING:
+                return
+            self._join_tries += 1
+            if self._join_tries < self.config.join_attempts:
+                # stay out of the ring (not a member) and try again shortly
+                self._join_retry = bootstrap
+                self._periodic("join", self._now + self._jit(1.0) * self._join_tries)
+                return
+            self._join_tries = 0
+            self.status = MEMBER  # alone: a ring of one; merge checks keep trying
+            self.join_failed = True
+            self._events.append(JoinFailed(bootstrap, reason))
+            self._add_peer(bootstrap, self._now + self.config.merge_check_interval)
+
+        def verify(s: NodeRef, rounds: int, rest: list[NodeRef]) -> None:
+            # Before committing, ask the candidate successor for its predecessor: a node
+            # between us and it (joined meanwhile, or missing from a stale list on the
+            # lookup path) is the better successor. Keeps joiners hanging off the ring
+            # in the right place (Zave's join reads a member's state atomically).
+            def ok(m: Message) -> None:
+                if self.status != JOINING or not isinstance(m, Neighbors):
+                    return
+                p = m.predecessor
+                if (
+                    rounds > 0
+                    and p is not None
+                    and p.id != self.id
+                    and between(p.id, self.id, s.id)
+                    and not self._is_suspect(p.id)
+                ):
+                    verify(p, rounds - 1, [s, *rest])
+                    return
+                self.status = MEMBER
+                self._join_tries = 0
+                self.detached = False
+                self._set_successors([s, *self._tail_after(s, m.successors)])
+                self._events.append(Joined(s))
+                self._periodic("stabilize", self._now)
+                self._periodic("fingers", self._now + self.config.fix_fingers_interval)
+
+            def dead() -> None:
+                # the candidate died: its successor takes over its range
+                if rest and self.status == JOINING:
+                    verify(rest[0], rounds, rest[1:])
+                else:
+                    fail(f"{s} did not answer")
+
+            self._request(s, GetNeighbors, ok, dead)
+
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            if self.status != JOINING:
+                return
+            found = [s for s in succs or () if s.id != self.id]
+            if not found:
+                fail(lk.reason or "no successor")
+                return
+            verify(found[0], 8, found[1:])
+
+        pool = [bootstrap, *(x for x in self._recent.values() if x.id != bootstrap.id)]
+        self._start_lookup(self.id, done, pool=pool, use_local=False)
+
+    def lookup(self, key: int, now: float, recursive: bool = False) -> int:
+        """Find the successor of `key`; a LookupDone or LookupFailed event follows."""
+        self._touch(now)
+        rid = next(self._ids)
+
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            if succs:
+                self._events.append(LookupDone(rid, key, succs, lk.hops, lk.timeouts))
+            else:
+                self._events.append(
+                    LookupFailed(rid, key, lk.reason or "unreachable", lk.hops, lk.timeouts)
+                )
+
+        self._start_lookup(key & MASK, done, recursive=recursive)
+        return rid
+
+    def put(self, record: Record, now: float) -> int:
+        """Sign `record` as ours, store it at its place and keep refreshing it."""
+        self._touch(now)
+        rid = next(self._ids)
+        rec = sign_record(replace(record, remaining=0), self.id, self.signer)
+        if rec.lifetime > 0:
+            # a first re-store soon after: the copies may have been placed by a stale
+            # view, or on a primary that crashed before replicating; then every
+            # lifetime * refresh_fraction
+            first = min(self._refresh_after(rec), self.config.first_refresh)
+            self._owned[rec.identity] = (rec, now + first)
+        else:
+            self._owned.pop(rec.identity, None)
+        self._place(rec, rid)
+        return rid
+
+    def remove(self, resource_id: int, aor: str, contact: str, now: float) -> int:
+        """Remove one of our bindings: store a tombstone with a higher sequence."""
+        ident = (resource_id, self.id, contact)
+        old = self._owned.get(ident)
+        seq = old[0].sequence + 1 if old else 1
+        st = self.store.stored(ident)
+        if st is not None:
+            seq = max(seq, st.record.sequence + 1)
+        rec = Record(resource_id, aor, self.id, contact, seq, 0)
+        return self.put(rec, now)
+
+    def owned_records(self) -> list[Record]:
+        return [rec for rec, _ in self._owned.values()]
+
+    def get(self, resource_id: int, now: float) -> int:
+        """Fetch the live records of a resource; GetDone or GetFailed follows."""
+        self._touch(now)
+        rid = next(self._ids)
+
+        self._get(rid, resource_id, retry=True)
+        return rid
+
+    def _get(self, rid: int, resource_id: int, retry: bool) -> None:
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            # A lookup that met timeouts may have ended at the wrong node (loss, churn):
+            # when it then finds nothing, one fresh attempt is cheap insurance.
+            again = retry and (lk.timeouts > 0 or not succs)
+            if not succs:
+                if again:
+                    self._get(rid, resource_id, False)
+                else:
+                    self._events.append(GetFailed(rid, resource_id, lk.reason or "lookup"))
+                return
+            targets = list(succs[: self.config.r])
+            self._fetch_from(rid, resource_id, targets, {}, lk.hops, False, again)
+
+        self._start_lookup(resource_id, done)
+
+    def learn_peer(self, ref: NodeRef, now: float) -> None:
+        """Discovery (or a stored peer list) saw `ref`, a node of this overlay.
+
+        A lone node joins through it; a ring member checks whether it is on the same ring
+        and starts merging the two rings when it is not.
+        """
+        self._touch(now)
+        if ref.id == self.id or self.status != MEMBER:
+            return
+        if not self.successors and self.predecessor is None:
+            self.join(ref, now)
+            return
+        if self._in_tables(ref.id):
+            return
+        self._add_peer(ref, now)
+        self._periodic("merge", min(self._due.get("merge", now), now))
+
+    def leave(self, now: float) -> None:
+        """Hand our records to our successor, tell our neighbours, then stop."""
+        self._touch(now)
+        if self.status not in (MEMBER, JOINING):
+            return
+        self.status = LEAVING
+        succ = self.successors[0] if self.successors else None
+
+        def one_done(*_: object) -> None:
+            self._leave_pending -= 1
+            if self._leave_pending <= 0 and self.status == LEAVING:
+                self._finish_leave()
+
+        if succ is not None:
+            batch = [self.store.copy_for_sending(st, now) for st in self.store.all()]
+            for chunk in self._chunks(batch):
+                self._leave_pending += 1
+                self._request(succ, Transfer, one_done, one_done, records=chunk)
+            self._leave_pending += 1
+            self._request(succ, Leave, one_done, one_done, predecessor=self.predecessor)
+        pred = self.predecessor
+        if pred is not None and (succ is None or pred.id != succ.id):
+            self._leave_pending += 1
+            self._request(pred, Leave, one_done, one_done, successors=tuple(self.successors))
+        if self._leave_pending == 0:
+            self._finish_leave()
+
+    def estimated_size(self) -> float:
+        """Ring size estimate from the successor list's span (exact when it wraps)."""
+        n = len(self.successors)
+        if n == 0:
+            return 1.0
+        if self.ring_complete:
+            return n + 1.0
+        span = dist(self.id, self.successors[-1].id)
+        return max(n + 1.0, n * ID_SPACE / max(span, 1))
+
+    def known_nodes(self) -> list[NodeRef]:
+        out: dict[int, NodeRef] = {}
+        for x in self.successors:
+            out[x.id] = x
+        if self.predecessor is not None:
+            out[self.predecessor.id] = self.predecessor
+        for x in self._unique_fingers():
+            out[x.id] = x
+        return list(out.values())
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, msg: Message, now: float) -> None:
+        self._touch(now)
+        if self.status == LEFT:
+            return
+        if msg.overlay != self.config.overlay:
+            self.stats["dropped_overlay"] += 1
+            return
+        src = msg.src
+        if src.id == self.id:
+            return
+        self._heard(src)
+        handler = _REQUEST_HANDLERS.get(type(msg))
+        if handler is not None:
+            if self.status == LEAVING:
+                return
+            handler(self, msg)
+            return
+        req = self._pending.get(msg.txn)
+        if req is None or req.dest.id != src.id:
+            self.stats["stray_responses"] += 1
+            return
+        if req.provisional and isinstance(msg, Ack):
+            req.provisional = False
+            req.tries = 1
+            req.deadline = self._now + self.config.recursive_timeout
+            self._at(req.deadline, "req", req.txn)
+            return
+        del self._pending[msg.txn]
+        if req.on_reply is not None:
+            req.on_reply(msg)
+
+    # ------------------------------------------------------------------ request plumbing
+
+    def _touch(self, now: float) -> None:
+        if now > self._now:
+            self._now = now
+
+    def _jit(self, interval: float) -> float:
+        j = self.config.jitter
+        return interval * (1 - j + 2 * j * self.rng.random())
+
+    def _at(self, when: float, kind: str, key: int = 0) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+
+    def _periodic(self, kind: str, when: float) -> None:
+        self._due[kind] = when
+        self._at(when, kind)
+
+    def _valid(self, entry: tuple[float, int, str, int]) -> bool:
+        when, _, kind, key = entry
+        if kind == "req":
+            req = self._pending.get(key)
+            return req is not None and req.deadline == when
+        if kind == "lookup":
+            lk = self._lookups.get(key)
+            return lk is not None and lk.deadline == when
+        return self._due.get(kind) == when
+
+    def _msg(self, cls: type[Message], txn: int | None = None, **fields: object) -> Message:
+        return cls(
+            src=self.ref,
+            txn=next(self._txn) if txn is None else txn,
+            overlay=self.config.overlay,
+            **fields,
+        )
+
+    def _request(
+        self,
+        dest: NodeRef,
+        cls: type[Message],
+        on_reply: Callable[[Message], None] | None = None,
+        on_fail: Callable[[], None] | None = None,
+        attempts: int | None = None,
+        timeout: float | None = None,
+        provisional: bool = False,
+        **fields: object,
+    ) -> int:
+        msg = self._msg(cls, **fields)
+        req = _Req(
+            dest, msg, attempts or self.config.attempts, timeout or self.config.rto,
+            on_reply, on_fail, provisional,
+        )
+        self._pending[msg.txn] = req
+        self._transmit(req)
+        return msg.txn
+
+    def _transmit(self, req: _Req) -> None:
+        self._out.append((req.dest, req.msg))
+        self.stats["requests_sent"] += 1
+        req.deadline = self._now + req.timeout
+        self._at(req.deadline, "req", req.txn)
+
+    def _req_timeout(self, req: _Req) -> None:
+        req.tries -= 1
+        if req.tries > 0:
+            self._transmit(req)
+            return
+        del self._pending[req.txn]
+        self.stats["timeouts"] += 1
+        if req.on_fail is not None:
+            req.on_fail()
+
+    def _reply(self, to: Message, cls: type[Message], **fields: object) -> None:
+        self._out.append((to.src, self._msg(cls, txn=to.txn, **fields)))
+        self.stats["responses_sent"] += 1
+
+    # ------------------------------------------------------------------ liveness bookkeeping
+
+    def _heard(self, src: NodeRef) -> None:
+        """A message from src proves it alive: clear suspicion, learn it as a finger."""
+        if self._suspects.pop(src.id, None) is not None:
+            pass
+        self._avoid.pop(src.id, None)
+        if self.predecessor is not None and src.id == self.predecessor.id:
+            self._pred_heard = self._now
+        recent = self._recent
+        if src.id in recent:
+            recent.move_to_end(src.id)
+        else:
+            recent[src.id] = src
+            if len(recent) > 32:
+                recent.popitem(last=False)
+        if src.id in self._peers and self._in_tables(src.id):
+            del self._peers[src.id]
+        self._learn_finger(src)
+
+    def _is_suspect(self, node_id: int) -> bool:
+        until = self._suspects.get(node_id)
+        if until is None:
+            return False
+        if until <= self._now:
+            del self._suspects[node_id]
+            return False
+        return True
+
+    def _avoided(self, node_id: int) -> bool:
+        until = self._avoid.get(node_id)
+        if until is None:
+            return False
+        if until <= self._now:
+            del self._avoid[node_id]
+            return False
+        return True
+
+    def _declare_dead(self, node: NodeRef, lost: bool = True) -> None:
+        """node failed `attempts` tries (or left): drop it from every table."""
+        self.stats["dead_declared"] += 1
+        self._suspects[node.id] = self._now + self.config.suspect_ttl
+        self._recent.pop(node.id, None)
+        was_neighbour = False
+        if any(s.id == node.id for s in self.successors):
+            was_neighbour = True
+            self._set_successors([s for s in self.successors if s.id != node.id])
+        if self.predecessor is not None and self.predecessor.id == node.id:
+            was_neighbour = True
+            self._set_predecessor(None)
+        self._drop_finger(node.id)
+        if lost and was_neighbour:
+            self._add_peer(node, self._now + self.config.merge_check_interval)
+
+    def _check_alive(self, node: NodeRef) -> None:
+        """A lookup hop to a neighbour timed out: confirm with a ping before dropping it."""
+        self._request(node, Ping, None, lambda: self._declare_dead(node))
+
+    def _in_tables(self, node_id: int) -> bool:
+        if self.predecessor is not None and self.predecessor.id == node_id:
+            return True
+        return any(s.id == node_id for s in self.successors)
+
+    def _add_peer(self, ref: NodeRef, due: float) -> None:
+        peer = self._peers.get(ref.id)
+        if peer is None:
+            self._peers[ref.id] = _Peer(ref, due, self.config.merge_check_interval)
+            while len(self._peers) > self.config.peers_max:
+                self._peers.popitem(last=False)
+        else:
+            peer.ref = ref
+            peer.due = min(peer.due, due)
+
+    # ------------------------------------------------------------------ successor list
+
+    def _succ_target(self) -> int:
+        c = self.config
+        n = self.estimated_size()
+        if self.ring_complete:
+            self._large = n > c.full_mesh + 1
+        elif len(self.successors) >= c.full_mesh:
+            self._large = True  # a full list that does not wrap: the ring is bigger
+        elif n < c.full_mesh / 2:
+            self._large = False
+        if not self._large:
+            return max(c.r, c.full_mesh)
+        return max(c.r, min(c.max_successors, math.ceil(math.log2(n))))
+
+    def _normalize(self, nodes: Iterable[NodeRef]) -> list[NodeRef]:
+        """Distinct, not self, sorted clockwise from self (Zave's ordered successor list)."""
+        seen: dict[int, NodeRef] = {}
+        for x in nodes:
+            if x.id != self.id and x.id not in seen:
+                seen[x.id] = x
+        me = self.id
+        return sorted(seen.values(), key=lambda x: (x.id - me) & MASK)
+
+    def _set_successors(self, nodes: Iterable[NodeRef]) -> None:
+        lst = self._normalize(nodes)
+        target = self._succ_target()
+        if len(lst) > target:
+            lst = lst[:target]
+            self.ring_complete = False
+        old = self.successors
+        if len(old) == len(lst) and all(a.id == b.id for a, b in zip(old, lst, strict=True)):
+            self.successors = lst
+            return
+        self.successors = lst
+        self.version += 1
+        if lst:
+            self.detached = False
+            self.join_failed = False
+        self._events.append(NeighborsChanged(self.predecessor, tuple(lst)))
+        self._schedule_sync()
+        if not lst and old and self.status == MEMBER:
+            self._lost_all_successors()
+
+    def _tail_after(self, head: NodeRef, nodes: Iterable[NodeRef]) -> list[NodeRef]:
+        """The part of head's successor list that continues clockwise after head and
+        stops before wrapping past this node."""
+        out = []
+        last = dist(self.id, head.id)
+        for x in nodes:
+            if x.id == self.id:
+                self.ring_complete = True
+                break
+            d = dist(self.id, x.id)
+            if d <= last:
+                break
+            last = d
+            if not self._is_suspect(x.id):
+                out.append(x)
+        return out
+
+    def _closer_successor(self, candidate: NodeRef, succ: NodeRef) -> bool:
+        """Zave's stabilize test: adopt succ's predecessor only when it lies between."""
+        return candidate.id != self.id and between(candidate.id, self.id, succ.id)
+
+    def _set_predecessor(self, node: NodeRef | None, handover: bool = True) -> None:
+        old = self.predecessor
+        if (old is None and node is None) or (
+            old is not None and node is not None and old.id == node.id
+        ):
+            self.predecessor = node
+            return
+        self.predecessor = node
+        self.version += 1
+        self._events.append(NeighborsChanged(node, tuple(self.successors)))
+        if node is not None and handover:
+            self._hand_over_to_predecessor(old, node)
+        # the ring changed next to us: the copies we hold as replicas may now belong to
+        # a node that does not have them (a crash took their primary): re-check them
+        self._recheck_before = self._now
+        self._schedule_sync()
+
+    def _lost_all_successors(self) -> None:
+        """Every successor is dead: rejoin through anything else we know, else be alone."""
+        self.detached = True
+        self.ring_complete = False
+        pool = []
+        if self.predecessor is not None:
+            pool.append(self.predecessor)
+        pool.extend(self._unique_fingers())
+        pool.extend(self._recent.values())
+        pool = [p for p in pool if p.id != self.id and not self._is_suspect(p.id)]
+        if not pool:
+            self.detached = False  # nobody left that we know of: a ring of one
+            return
+
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            found = [s for s in succs or () if s.id != self.id]
+            if found and not self.successors:
+                self._set_successors(found)
+                self._periodic("stabilize", self._now)
+            self.detached = False
+
+        self._start_lookup(self.id, done, pool=pool, use_local=False)
+
+    # ------------------------------------------------------------------ periodic work
+
+    def _periodic_fire(self, kind: str) -> None:
+        c = self.config
+        if kind == "stabilize":
+            self._periodic(kind, self._now + self._jit(c.stabilize_interval))
+            if self.status == MEMBER:
+                self._stabilize()
+                self._check_predecessor()
+        elif kind == "fingers":
+            self._periodic(kind, self._now + self._jit(c.fix_fingers_interval))
+            if self.status == MEMBER:
+                self._fix_fingers()
+        elif kind == "sync":
+            self._periodic(kind, self._now + self._jit(c.sync_interval))
+            if self.status == MEMBER:
+                self._sync()
+        elif kind == "merge":
+            self._periodic(kind, self._now + self._jit(c.merge_check_interval))
+            if self.status == MEMBER:
+                self._merge_check()
+        elif kind == "join":
+            target = self._join_retry
+            if self.status == JOINING and target is not None:
+                self.status = MEMBER
+                self.join(target, self._now)
+        elif kind == "refresh":
+            self._periodic(kind, self._now + 1.0)
+            if self.status == MEMBER:
+                self._refresh_owned()
+
+    def _stabilize(self) -> None:
+        if self._stabilizing:
+            return
+        if not self.successors:
+            p = self.predecessor
+            if p is not None:  # a ring of one that was notified: its predecessor is next
+                self._adopt(p, zip_rings=False)
+            return
+        s = self.successors[0]
+        self._stabilizing = True
+
+        def ok(m: Message) -> None:
+            self._stabilizing = False
+            if isinstance(m, Neighbors):
+                self._on_successor_view(s, m)
+
+        def fail() -> None:
+            self._stabilizing = False
+            if self.status != MEMBER:
+                return
+            self._declare_dead(s)
+            if self.successors:
+                self._stabilize()
+
+        self._request(s, GetNeighbors, ok, fail)
+
+    def _check_predecessor(self) -> None:
+        """A live predecessor notifies us every round; after two silent rounds ping it.
+        Finding a dead predecessor early matters for records: until then we do not know
+        that the dead node's range (and its records, which we hold as replica) is ours."""
+        p = self.predecessor
+        if p is None or self._pred_ping is not None:
+            return
+        if self._now - self._pred_heard < 2.5 * self.config.stabilize_interval:
+            return
+        self._pred_ping = p
+        self._pred_heard = self._now
+
+        def ok(_: Message) -> None:
+            self._pred_ping = None
+
+        def fail() -> None:
+            self._pred_ping = None
+            if self.predecessor is not None and self.predecessor.id == p.id:
+                self._declare_dead(p)
+            cands = [c for c in self._pred_candidates.values() if not self._is_suspect(c.id)]
+            self._pred_candidates.clear()
+            if cands and self.predecessor is None:
+                me = self.id
+                self._set_predecessor(min(cands, key=lambda c: (me - c.id) & MASK))
+
+        self._request(p, Ping, ok, fail, attempts=2)
+
+    def _on_successor_view(self, s: NodeRef, nb: Neighbors, depth: int = 0) -> None:
+        if self.status != MEMBER or not self.successors or self.successors[0].id != s.id:
+            return
+        self.ring_complete = False
+        self._set_successors([s, *self._tail_after(s, nb.successors)])
+        p = nb.predecessor
+        if depth >= 16:
+            p = None
+        if p is None or not self._closer_successor(p, s) or self._is_suspect(p.id):
+            if p is None or p.id != self.id:  # already its predecessor: nothing to rectify
+                self._notify(s)
+            return
+
+        def ok(m: Message) -> None:
+            if self.status != MEMBER:
+                return
+            if (
+                isinstance(m, Neighbors)
+                and self.successors
+                and self._closer_successor(p, self.successors[0])
+            ):
+                self.ring_complete = False
+                self._set_successors([p, *self._tail_after(p, m.successors)])
+                # p's own predecessor may be closer still: keep walking back in this round
+                # (each step is exactly Zave's stabilize, just not waiting for the timer).
+                self._on_successor_view(p, m, depth + 1)
+                return
+            if self.successors:
+                self._notify(self.successors[0])
+
+        def fail() -> None:
+            self._suspects[p.id] = self._now + self.config.suspect_ttl
+            if self.successors:
+                self._notify(self.successors[0])
+
+        self._request(p, GetNeighbors, ok, fail)
+
+    def _notify(self, s: NodeRef) -> None:
+        self._request(s, Notify, None, None, attempts=1)
+
+    def _rectify(self, n: NodeRef) -> None:
+        p = self.predecessor
+        if p is None or p.id == n.id or between(n.id, p.id, self.id) or self._is_suspect(p.id):
+            self._set_predecessor(n)
+            return
+        # Zave: the predecessor is replaced only if it is dead: ping it.
+        self._pred_candidates[n.id] = n
+        if self._pred_ping is not None:
+            return
+        self._pred_ping = p
+
+        def ok(_: Message) -> None:
+            self._pred_ping = None
+            self._pred_candidates.clear()
+
+        def fail() -> None:
+            self._pred_ping = None
+            cands = list(self._pred_candidates.values())
+            self._pred_candidates.clear()
+            if self.predecessor is None or self.predecessor.id != p.id:
+                return
+            self._declare_dead(p)
+            cands = [c for c in cands if not self._is_suspect(c.id)]
+            if cands and self.predecessor is None:
+                me = self.id
+                self._set_predecessor(min(cands, key=lambda c: (me - c.id) & MASK))
+
+        self._request(p, Ping, ok, fail)
+
+    def _adopt(self, c: NodeRef, zip_rings: bool) -> None:
+        """Check c is alive and take it (with its list) into our successor list."""
+        if c.id in self._adopting or c.id == self.id:
+            return
+        self._adopting.add(c.id)
+
+        def ok(m: Message) -> None:
+            self._adopting.discard(c.id)
+            if self.status != MEMBER or not isinstance(m, Neighbors):
+                return
+            old_first = self.successors[0] if self.successors else None
+            if old_first is not None and old_first.id == c.id:
+                return
+            self.stats["adoptions"] += 1
+            self.ring_complete = False
+            self._set_successors([c, *self._tail_after(c, m.successors), *self.successors])
+            if self.successors:
+                self._notify(self.successors[0])
+            if not zip_rings:
+                return
+            if old_first is not None:
+                self._request(c, Learn, None, None, attempts=2, candidate=old_first)
+            q = m.predecessor
+            if q is not None and q.id != self.id and between(self.id, q.id, c.id):
+                self._request(q, Learn, None, None, attempts=2, candidate=self.ref)
+
+        def fail() -> None:
+            self._adopting.discard(c.id)
+            self._declare_dead(c, lost=False)
+
+        self._request(c, GetNeighbors, ok, fail)
+
+    # ------------------------------------------------------------------ fingers
+
+    def _unique_fingers(self) -> list[NodeRef]:
+        if self._finger_list is None:
+            out: list[NodeRef] = []
+            last = -1
+            for f in self.fingers:
+                if f is not None and f.id != last:
+                    out.append(f)
+                    last = f.id
+            self._finger_list = out
+        return self._finger_list
+
+    def _learn_finger(self, x: NodeRef) -> None:
+        d = dist(self.id, x.id)
+        if d == 0 or self._is_suspect(x.id):
+            return
+        k = bisect_right(self._targets, d) - 1
+        fingers = self.fingers
+        me = self.id
+        changed = False
+        while k >= 0:
+            f = fingers[k]
+            if f is None or ((f.id - me) & MASK) > d:
+                fingers[k] = x
+                changed = True
+            elif f.id != x.id:
+                break
+            k -= 1
+        if changed:
+            self._finger_list = None
+
+    def _drop_finger(self, node_id: int) -> None:
+        fingers = self.fingers
+        changed = False
+        for k, f in enumerate(fingers):
+            if f is not None and f.id == node_id:
+                fingers[k] = None
+                changed = True
+        if changed:
+            self._finger_list = None
+
+    def _fix_fingers(self) -> None:
+        if not self.successors:
+            return
+        span = dist(self.id, self.successors[-1].id)
+        targets = self._targets
+        first_far = bisect_right(targets, span)
+        if first_far >= len(targets) or self.ring_complete:
+            return
+        k = self._finger_cursor
+        if k < first_far or k >= len(targets):
+            k = first_far
+        key = (self.id + targets[k]) & MASK
+
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            if not succs:
+                self._finger_cursor = k + 1
+                return
+            f = succs[0]
+            fd = dist(self.id, f.id)
+            j = k
+            if fd == 0:  # no node between the target and us
+                while j < len(targets):
+                    self.fingers[j] = None
+                    j += 1
+            else:
+                while j < len(targets) and targets[j] <= fd:
+                    self.fingers[j] = f
+                    j += 1
+            self._finger_list = None
+            self._finger_cursor = j
+
+        self._start_lookup(key, done)
+
+    # ------------------------------------------------------------------ lookups
+
+    def _route(self, key: int) -> tuple[bool, list[NodeRef]]:
+        """(True, successors of key) when this node can answer, else (False, nodes to ask).
+
+        A node answers for its own range (predecessor, self] and, as in Chord, for
+        (self, first successor], which stabilize checks every round. A key further down
+        the successor list is not answered from the list (it may be stale: a node may have
+        joined in between, or died): the presumed successor and the one after it are
+        returned first, as *hints*, so the next hop is the node that can confirm from its
+        own predecessor. That costs nothing in hops (the hint is the last hop anyway)
+        and keeps lookups right during churn. Then the closest preceding nodes follow.
+        """
+        succs = self.successors
+        if not succs:
+            return True, [self.ref]
+        r = self.config.r
+        p = self.predecessor
+        # without a predecessor (just joined, or it died) we do not know our range: the
+        # node before us answers for it (the next rule), as in Chord
+        if p is not None and not self._is_suspect(p.id) and between_right(key, p.id, self.id):
+            return True, [self.ref, *succs[: r - 1]]
+        if between_right(key, self.id, succs[0].id):
+            return True, succs[:r]
+        prev = succs[0].id
+        for i in range(1, len(succs)):
+            s = succs[i]
+            if between_right(key, prev, s.id):
+                return False, [*succs[i : i + 2], *self._closest_preceding(key)]
+            prev = s.id
+        pre = self._closest_preceding(key)
+        # The closest known node at or after the key (our predecessor, say) goes first
+        # when it is within about one node gap of the key and nearer than the best
+        # preceding node: it can answer from its own predecessor, or point back to it.
+        # (Further away it would not help: nodes know little behind themselves.)
+        post = None
+        pd = ID_SPACE
+        for x in (*succs, *self._unique_fingers(), self.predecessor):
+            if x is not None and x.id != self.id and not self._is_suspect(x.id):
+                d = (x.id - key) & MASK
+                if d < pd:
+                    post, pd = x, d
+        near = 2 * ID_SPACE / max(1.0, self.estimated_size())
+        if post is not None and pd <= near and (not pre or pd <= (key - pre[0].id) & MASK):
+            return False, [post, *pre]
+        return False, pre
+
+    def _closest_preceding(self, key: int, exclude: int = -1) -> list[NodeRef]:
+        me = self.id
+        cands: dict[int, NodeRef] = {}
+        dk = (key - me) & MASK
+        for group in (self.successors, self._unique_fingers()):
+            for x in group:
+                dx = (x.id - me) & MASK
+                if 0 < dx < dk and x.id != exclude:
+                    cands[x.id] = x
+        p = self.predecessor
+        if p is not None and 0 < ((p.id - me) & MASK) < dk and p.id != exclude:
+            cands[p.id] = p
+        out = [x for x in cands.values() if not self._is_suspect(x.id)]
+        out.sort(key=lambda x: (key - x.id) & MASK)
+        return out
+
+    def _start_lookup(
+        self,
+        key: int,
+        cb: LookupCallback,
+        recursive: bool = False,
+        pool: list[NodeRef] | None = None,
+        use_local: bool = True,
+        exclude: int | None = None,
+    ) -> int:
+        lid = next(self._ids)
+        lk = _Lookup(lid, key, recursive, cb)
+        if exclude is not None:
+            lk.tried.add(exclude)  # never asked (nor tried a second time)
+            lk.retried.add(exclude)
+        if use_local:
+            found, nodes = self._route(key)
+            if found:
+                self.stats["lookups_done"] += 1
+                cb(tuple(nodes), lk)
+                return lid
+            lk.best_pre = (key - self.id) & MASK
+            self._add_candidates(lk, self.ref, nodes)
+        for c in pool or ():
+            if c.id != self.id:
+                lk.pool[c.id] = c
+        lk.deadline = self._now + self.config.lookup_deadline
+        self._lookups[lid] = lk
+        self._at(lk.deadline, "lookup", lid)
+        self._lookup_step(lk)
+        return lid
+
+    def _lookup_step(self, lk: _Lookup) -> None:
+        if lk.lid not in self._lookups:
+            return
+        if lk.hops + lk.timeouts >= self.config.max_hops:
+            lk.reason = "too many hops"
+            self._finish_lookup(lk, self._fallback(lk))
+            return
+        best: NodeRef | None = None
+        best_rank: tuple[int, int, int] | None = None
+        key = lk.key
+        hints = lk.hints
+        for c in lk.pool.values():
+            if c.id in lk.tried:
+                continue
+            h = hints.get(c.id)
+            rank = (
+                1 if (self._avoided(c.id) or self._is_suspect(c.id)) else 0,
+                0 if h is not None else 1,
+                h if h is not None else (key - c.id) & MASK,
+            )
+            if best_rank is None or rank < best_rank:
+                best, best_rank = c, rank
+        if best is None:
+            # second chance: a candidate that timed out may only have lost a message
+            for c in lk.pool.values():
+                if c.id in lk.dead and c.id not in lk.retried:
+                    h = hints.get(c.id)
+                    d = h if h is not None else (key - c.id) & MASK
+                    rank = (0, 0 if h is not None else 1, d)
+                    if best_rank is None or rank < best_rank:
+                        best, best_rank = c, rank
+            if best is not None:
+                lk.retried.add(best.id)
+                lk.tried.discard(best.id)
+        if best is None:
+            lk.reason = lk.reason or (
+                f"no candidate answered ({len(lk.tried)} tried, {lk.timeouts} timeouts)"
+            )
+            self._finish_lookup(lk, self._fallback(lk))
+            return
+        c = best
+        lk.tried.add(c.id)
+
+        def ok(m: Message) -> None:
+            self._lookup_reply(lk, c, m)
+
+        def fail() -> None:
+            if lk.lid not in self._lookups:
+                return
+            lk.timeouts += 1
+            lk.dead.add(c.id)
+            self._avoid[c.id] = self._now + self.config.avoid_ttl
+            self._drop_finger(c.id)
+            if self._in_tables(c.id):
+                self._check_alive(c)
+            self._lookup_step(lk)
+
+        self._request(
+            c, FindSuccessor, ok, fail, attempts=1, timeout=self.config.lookup_timeout,
+            provisional=lk.recursive, key=key, recursive=lk.recursive,
+            origin=self.ref if lk.recursive else None,
+        )
+
+    def _fallback(self, lk: _Lookup) -> tuple[NodeRef, ...] | None:
+        """Nobody could answer for the key (its owner has no predecessor yet and the
+        node before it has a dead successor): the closest live node at or after the key
+        that answered us is the best guess."""
+        if lk.best_post is None:
+            return None
+        self.stats["lookup_fallbacks"] = self.stats.get("lookup_fallbacks", 0) + 1
+        return (lk.best_post,)
+
+    def _lookup_reply(self, lk: _Lookup, c: NodeRef, m: Message) -> None:
+        if lk.lid not in self._lookups:
+            return
+        lk.dead.discard(c.id)  # it answered after all
+        dpre = (lk.key - c.id) & MASK
+        if dpre < lk.best_pre:
+            lk.best_pre = dpre
+        if lk.best_post is None or (c.id - lk.key) & MASK < (lk.best_post.id - lk.key) & MASK:
+            lk.best_post = c
+        if isinstance(m, Found) and m.successors:
+            lk.hops = m.hops if lk.recursive else lk.hops + 1
+            alive = tuple(x for x in m.successors if x.id not in lk.dead)
+            if alive:
+                self._finish_lookup(lk, alive)
+            else:
+                self._lookup_step(lk)
+        elif isinstance(m, Redirect):
+            lk.hops += 1
+            self._add_candidates(lk, c, m.closer)
+            self._lookup_step(lk)
+        else:  # Error (or a recursive attempt gave up): go on iteratively
+            if isinstance(m, Error) and m.code == 503:
+                self._drop_finger(c.id)
+            elif lk.recursive:
+                lk.recursive = False
+                lk.tried.discard(c.id)
+            self._lookup_step(lk)
+
+    def _add_candidates(self, lk: _Lookup, c: NodeRef, nodes: Iterable[NodeRef]) -> None:
+        """Take nodes offered by c: hints (at or after the key as seen from c) first, in
+        the order given, newest first; else only nodes strictly closer to the key."""
+        key = lk.key
+        lk.round += 1
+        base = -lk.round * 16
+        for i, x in enumerate(nodes):
+            if x.id == self.id or x.id in lk.tried:
+                continue
+            if between_right(key, c.id, x.id):
+                lk.hints[x.id] = base + i
+                lk.pool[x.id] = x
+            elif ((key - x.id) & MASK) < lk.best_pre:
+                lk.pool[x.id] = x  # strictly closer than any preceding node so far
+
+    def _finish_lookup(self, lk: _Lookup, result: tuple[NodeRef, ...] | None) -> None:
+        if self._lookups.pop(lk.lid, None) is None:
+            return
+        self.stats["lookups_done" if result else "lookups_failed"] += 1
+        lk.cb(result, lk)
+
+    # ------------------------------------------------------------------ request handlers
+
+    def _on_ping(self, m: Ping) -> None:
+        self._reply(m, Pong)
+
+    def _on_get_neighbors(self, m: GetNeighbors) -> None:
+        if self.status != MEMBER:
+            self._reply(m, Error, code=503, reason="not on a ring yet")
+            return
+        self._reply(m, Neighbors, predecessor=self.predecessor, successors=tuple(self.successors))
+
+    def _on_notify(self, m: Notify) -> None:
+        self._reply(m, Ack)
+        if self.status == MEMBER:
+            self._rectify(m.src)
+
+    def _on_find_successor(self, m: FindSuccessor) -> None:
+        if self.status != MEMBER:
+            self._reply(m, Error, code=503, reason="not on a ring yet")
+            return
+        found, nodes = self._route(m.key)
+        if found:
+            self._reply(m, Found, key=m.key, successors=tuple(nodes), hops=m.hops + 1)
+            return
+        if not m.recursive:
+            self._reply(m, Redirect, key=m.key, closer=tuple(nodes[:4]), hops=m.hops + 1)
+            return
+        self._reply(m, Ack)  # provisional: we forward and will answer
+        cands = [x for x in nodes if x.id != m.src.id]
+        self._forward(m, cands)
+
+    def _forward(self, m: FindSuccessor, cands: list[NodeRef]) -> None:
+        cands = sorted(cands, key=lambda x: self._avoided(x.id))  # stable: best first
+        if not cands or m.hops + 1 >= self.config.max_hops:
+            self._reply(m, Error, code=504, reason="no route")
+            return
+        c, rest = cands[0], cands[1:]
+
+        def ok(resp: Message) -> None:
+            if isinstance(resp, Found):
+                self._reply(m, Found, key=m.key, successors=resp.successors, hops=resp.hops)
+            else:
+                self._forward(m, rest)
+
+        def fail() -> None:
+            self._avoid[c.id] = self._now + self.config.avoid_ttl
+            self._drop_finger(c.id)
+            self._forward(m, rest)
+
+        self._request(
+            c, FindSuccessor, ok, fail, attempts=1, timeout=self.config.lookup_timeout,
+            provisional=True, key=m.key, recursive=True, hops=m.hops + 1,
+            origin=m.origin or m.src,
+        )
+
+    def _on_store(self, m: Store | Transfer) -> None:
+        replica = isinstance(m, Store) and m.replica
+        accepted, rejected = self._accept_records(m.records, m.src, replica)
+        self._reply(m, Stored, accepted=accepted, rejected=rejected)
+
+    def _on_fetch(self, m: Fetch) -> None:
+        good = []
+        for rec in self.store.get(m.resource_id, self._now):
+            if verify_record(rec, self.signer):
+                good.append(rec)
+            else:
+                self._reject(rec, self.ref, "bad signature in store")
+        self._reply(m, Records, resource_id=m.resource_id, records=tuple(good))
+
+    def _on_leave(self, m: Leave) -> None:
+        self._reply(m, Ack)
+        if self.status != MEMBER:
+            return
+        leaving = m.src
+        was_pred = self.predecessor is not None and self.predecessor.id == leaving.id
+        was_succ = any(s.id == leaving.id for s in self.successors)
+        self._suspects[leaving.id] = self._now + self.config.suspect_ttl
+        self._drop_finger(leaving.id)
+        self._peers.pop(leaving.id, None)
+        if was_succ:
+            rest = [s for s in self.successors if s.id != leaving.id]
+            extra = [s for s in m.successors if not self._is_suspect(s.id)]
+            self._set_successors([*rest, *extra])
+        if was_pred:
+            new = m.predecessor
+            if new is not None and (new.id == self.id or self._is_suspect(new.id)):
+                new = None
+            self._set_predecessor(new, handover=False)  # our range only grows
+
+    def _on_learn(self, m: Learn) -> None:
+        self._reply(m, Ack)
+        self._learn(m.candidate, m.hops)
+
+    # ------------------------------------------------------------------ ring unification
+
+    def _learn(self, c: NodeRef, hops: int) -> None:
+        if self.status != MEMBER or c.id == self.id:
+            return
+        if any(s.id == c.id for s in self.successors):
+            return
+        if not self.successors or between(c.id, self.id, self.successors[0].id):
+            self._adopt(c, zip_rings=True)
+            return
+        if hops >= self.config.max_hops:
+            return
+        nxt = self._closest_preceding(c.id, exclude=c.id)
+        if not nxt:
+            return
+        self.stats["learns_routed"] += 1
+        self._request(nxt[0], Learn, None, None, attempts=2, candidate=c, hops=hops + 1)
+
+    def _merge_check(self) -> None:
+        now = self._now
+        peer = None
+        for p in self._peers.values():
+            if p.due <= now and (peer is None or p.due < peer.due):
+                peer = p
+        if peer is None:
+            return
+        if self._in_tables(peer.ref.id):
+            del self._peers[peer.ref.id]
+            return
+        self.stats["merge_checks"] += 1
+        peer.backoff = min(peer.backoff * 2, self.config.merge_backoff_max)
+        peer.due = now + peer.backoff * (0.5 + self.rng.random())
+        ref = peer.ref
+
+        def alive(_: Message) -> None:
+            def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+                if not succs:
+                    return
+                if succs[0].id == ref.id:
+                    self._peers.pop(ref.id, None)  # on our ring
+                    return
+                self._learn(ref, 0)  # another ring (or not stabilised yet): zip
+
+            # Ask our ring, never the peer itself: it may already sit among our fingers
+            # (we just heard from it) and would of course answer for its own id.
+            self._start_lookup(ref.id, done, exclude=ref.id)
+
+        self._request(ref, Ping, alive, None, attempts=2)
+
+    # ------------------------------------------------------------------ records
+
+    def _refresh_after(self, rec: Record) -> float:
+        return max(1.0, rec.lifetime * self.config.refresh_fraction)
+
+    def _reject(self, rec: Record, src: NodeRef, reason: str) -> None:
+        self.stats["records_rejected"] += 1
+        self._events.append(RecordRejected(rec, src, reason))
+
+    def _accept_records(
+        self, records: Iterable[Record], src: NodeRef, replica: bool = False
+    ) -> tuple[int, int]:
+        """Verify and store copies. `replica`: pushed by a primary (so our holding it is
+        confirmed); a first copy we are not primary for gets re-homed at the next sync."""
+        accepted = rejected = 0
+        changed = False
+        now = self._now
+        for rec in records:
+            st = self.store.stored(rec.identity)
+            if st is not None:
+                if rec.sequence < st.record.sequence:
+                    continue
+                if rec.sequence == st.record.sequence and rec.signature == st.record.signature:
+                    self.store.put(rec, now)  # same signed copy: refresh, no re-verify
+                    # a copy pushed by a primary confirms ours; a first copy or a
+                    # hand-over means someone thinks it belongs here: check at next sync
+                    st.confirmed = replica
+                    if replica:
+                        st.drop_at = math.inf  # a primary counts on this copy
+                    accepted += 1
+                    continue
+            if not verify_record(rec, self.signer):
+                rejected += 1
+                self._reject(rec, src, "bad signature")
+                continue
+            accepted += 1
+            if self.store.put(rec, now):
+                changed = True
+                new = self.store.stored(rec.identity)
+                if new is not None:
+                    new.confirmed = replica
+        self.stats["records_accepted"] += accepted
+        if changed:
+            self._schedule_sync()
+        return accepted, rejected
+
+    def _schedule_sync(self) -> None:
+        if self.status != MEMBER:
+            return
+        when = self._now + self.config.sync_delay
+        if self._due.get("sync", math.inf) > when:
+            self._periodic("sync", when)
+
+    def _chunks(self, records: list[Record]) -> list[tuple[Record, ...]]:
+        n = self.config.records_per_message
+        return [tuple(records[i : i + n]) for i in range(0, len(records), n)]
+
+    def _is_primary(self, key: int) -> bool:
+        p = self.predecessor
+        if not self.successors:
+            return True
+        return p is not None and between_right(key, p.id, self.id)
+
+    def _sync(self) -> None:
+        now = self._now
+        self.store.expire(now)
+        full = now >= self._next_full_push
+        if full:
+            self._next_full_push = now + self._jit(self.config.replica_refresh)
+            self._sent.clear()
+        targets = self.successors[: self.config.r - 1]
+        target_ids = {t.id for t in targets}
+        for tid in [t for t in self._sent if t not in target_ids]:
+            del self._sent[tid]
+        primary: list[StoredRecord] = []
+        others: list[StoredRecord] = []
+        # without a predecessor we cannot tell which copies are ours as primary: push
+        # them all (an extra replica costs little; a missing one can lose a record)
+        can_tell = self.predecessor is not None or not self.successors
+        for st in self.store.all():
+            if st.drop_at <= now and not self._is_primary(st.record.resource_id):
+                self.store.remove(st.record.identity)
+                continue
+            if not can_tell or self._is_primary(st.record.resource_id):
+                primary.append(st)
+            else:
+                others.append(st)
+                if not st.confirmed:
+                    primary.append(st)  # until re-homed, our successors keep copies too
+        for t in targets:
+            sent = self._sent.setdefault(t.id, {})
+            batch = [
+                self.store.copy_for_sending(st, now)
+                for st in primary
+                if sent.get(st.record.identity) != st.record.sequence
+            ]
+            for chunk in self._chunks(batch):
+                self._push(t, chunk, sent)
+        if can_tell:
+            self._check_orphans(others)
+
+    def _push(self, t: NodeRef, chunk: tuple[Record, ...], sent: dict) -> None:
+        def ok(m: Message) -> None:
+            if isinstance(m, Stored):
+                for rec in chunk:
+                    sent[rec.identity] = rec.sequence
+
+        self._request(t, Store, ok, None, attempts=2, records=chunk, replica=True)
+
+    def _check_orphans(self, others: list[StoredRecord]) -> None:
+        """Copies we hold but are not primary for: re-home those no primary has pushed to
+        us (first copies sent here by a stale view) and those no primary has refreshed
+        for `orphan_after` seconds (the primary lost them, or we are no replica)."""
+        now = self._now
+        by_key: dict[int, list[StoredRecord]] = {}
+        recheck = self._recheck_before
+        for st in others:
+            if (
+                not st.confirmed
+                or now - st.touched >= self.config.orphan_after
+                or st.touched < recheck
+            ):
+                by_key.setdefault(st.record.resource_id, []).append(st)
+        for key, sts in by_key.items():
+            if key in self._orphan_checks or len(self._orphan_checks) >= 8:
+                continue
+            self._orphan_checks.add(key)
+            self._rehome(key, sts)
+
+    def _rehome(self, key: int, sts: list[StoredRecord]) -> None:
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            self._orphan_checks.discard(key)
+            if not succs or self.status != MEMBER:
+                return
+            now = self._now
+            primary = succs[0]
+            keep = any(s.id == self.id for s in succs[: self.config.r])
+            recs = [self.store.copy_for_sending(st, now) for st in sts]
+            if primary.id == self.id and not self._is_primary(key):
+                return  # the answer disagrees with our own predecessor: ask again later
+            for st in sts:
+                st.touched = now
+                st.confirmed = True
+            if primary.id == self.id:
+                return
+
+            def ok(m: Message) -> None:
+                if isinstance(m, Stored) and not keep:
+                    # not ours to keep, but only drop it once the primary has had time
+                    # to replicate it (it might crash first)
+                    drop = self._now + 2 * self.config.replica_refresh
+                    for rec in recs:
+                        cur = self.store.stored(rec.identity)
+                        if cur is not None and cur.record.sequence == rec.sequence:
+                            cur.drop_at = min(cur.drop_at, drop)
+
+            self.stats["transfers_sent"] += 1
+            for chunk in self._chunks(recs):
+                self._request(primary, Transfer, ok, None, records=chunk)
+
+        self._start_lookup(key, done)
+
+    def _hand_over_to_predecessor(self, old: NodeRef | None, new: NodeRef) -> None:
+        """A closer predecessor appeared: it is now primary for (old, new]."""
+        if self.status != MEMBER:
+            return
+        if old is not None and not between(new.id, old.id, self.id):
+            return  # our range grew (the old predecessor died or left)
+        now = self._now
+        moving = []
+        for st in self.store.all():
+            k = st.record.resource_id
+            if old is not None:
+                if between_right(k, old.id, new.id):
+                    moving.append(self.store.copy_for_sending(st, now))
+            elif not between_right(k, new.id, self.id):
+                moving.append(self.store.copy_for_sending(st, now))
+        if moving:
+            self.stats["transfers_sent"] += 1
+        for chunk in self._chunks(moving):
+            self._request(new, Transfer, None, None, records=chunk)
+
+    def _place(self, rec: Record, rid: int | None) -> None:
+        """Store rec at the successor of its key (replicas follow from there)."""
+
+        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            if not succs:
+                self._put_failed(rec, rid, lk.reason or "lookup")
+                return
+            targets = list(succs[: self.config.r])
+            # Write the replicas too, in parallel: a primary that crashes before its
+            # first replication push would otherwise take the only copy with it.
+            for t in targets[1:]:
+                if t.id == self.id:
+                    self._accept_records((rec,), self.ref, replica=True)
+                else:
+                    self._request(t, Store, None, None, attempts=2, records=(rec,), replica=True)
+            self._store_at(rec, rid, targets)
+
+        self._start_lookup(rec.resource_id, done)
+
+    def _store_at(self, rec: Record, rid: int | None, targets: list[NodeRef]) -> None:
+        if not targets:
+            self._put_failed(rec, rid, "no replica answered")
+            return
+        t = targets[0]
+        if t.id == self.id:
+            self._accept_records((rec,), self.ref)
+            if rid is not None:
+                self._events.append(PutDone(rid, rec.resource_id, self.ref))
+            return
+
+        def ok(m: Message) -> None:
+            if isinstance(m, Stored) and m.rejected == 0:
+                if rid is not None:
+                    self._events.append(PutDone(rid, rec.resource_id, t))
+            else:
+                self._put_failed(rec, rid, "refused")
+
+        def fail() -> None:
+            self._store_at(rec, rid, targets[1:])
+
+        self._request(t, Store, ok, fail, records=(rec,))
+
+    def _put_failed(self, rec: Record, rid: int | None, reason: str) -> None:
+        if rid is not None:
+            self._events.append(PutFailed(rid, rec.resource_id, reason))
+        owned = self._owned.get(rec.identity)
+        if owned is not None and owned[0].sequence == rec.sequence:
+            # ours and still wanted: try again soon rather than at the next refresh
+            self._owned[rec.identity] = (owned[0], self._now + self._jit(2.0))
+
+    def _refresh_owned(self) -> None:
+        now = self._now
+        for ident, (rec, due) in list(self._owned.items()):
+            if due > now:
+                continue
+            new = sign_record(replace(rec, sequence=rec.sequence + 1), self.id, self.signer)
+            self._owned[ident] = (new, now + self._refresh_after(new))
+            self._place(new, None)
+
+    def _fetch_from(
+        self,
+        rid: int,
+        resource_id: int,
+        targets: list[NodeRef],
+        got: dict[tuple[int, int, str], Record],
+        hops: int,
+        asked_any: bool,
+        retry: bool = False,
+    ) -> None:
+        if not targets or (got and asked_any):
+            if retry and not got:
+                self._get(rid, resource_id, False)
+                return
+            if got or asked_any:
+                live = tuple(
+                    sorted(
+                        (r for r in got.values() if r.lifetime > 0),
+                        key=lambda r: (r.owner, r.contact),
+                    )
+                )
+                self._events.append(GetDone(rid, resource_id, live, hops))
+            else:
+                self._events.append(GetFailed(rid, resource_id, "no replica answered"))
+            return
+        t, rest = targets[0], targets[1:]
+
+        def take(recs: Iterable[Record], src: NodeRef) -> None:
+            for rec in recs:
+                if rec.resource_id != resource_id:
+                    continue
+                if not verify_record(rec, self.signer):
+                    self._reject(rec, src, "bad signature in answer")
+                    continue
+                old = got.get(rec.identity)
+                if old is None or old.sequence < rec.sequence:
+                    got[rec.identity] = rec
+
+        if t.id == self.id:
+            take(self.store.get(resource_id, self._now, tombstones=True), self.ref)
+            self._fetch_from(rid, resource_id, rest, got, hops, True, retry)
+            return
+
+        def ok(m: Message) -> None:
+            if isinstance(m, Records):
+                take(m.records, t)
+            self._fetch_from(rid, resource_id, rest, got, hops, True, retry)
+
+        def fail() -> None:
+            self._fetch_from(rid, resource_id, rest, got, hops, asked_any, retry)
+
+        self._request(t, Fetch, ok, fail, attempts=2, resource_id=resource_id)
+
+    def _finish_leave(self) -> None:
+        self.status = LEFT
+        self._pending.clear()
+        self._lookups.clear()
+        self._events.append(Left())
+
+
+_REQUEST_HANDLERS: dict[type, Callable[[ChordNode, Message], None]] = {
+    Ping: ChordNode._on_ping,
+    GetNeighbors: ChordNode._on_get_neighbors,
+    Notify: ChordNode._on_notify,
+    FindSuccessor: ChordNode._on_find_successor,
+    Store: ChordNode._on_store,
+    Transfer: ChordNode._on_store,
+    Fetch: ChordNode._on_fetch,
+    Leave: ChordNode._on_leave,
+    Learn: ChordNode._on_learn,
+}  # type: ignore[dict-item]

@@ -1,0 +1,207 @@
+"""User records (AOR -> owner node and contact): keys, signatures and the local store.
+
+A record lives at the successor of its key (the first 128 bits of SHA-256 of the AOR)
+and is replicated on the next r-1 successors; `ChordNode` does the placement, this module
+holds what one node stores.
+
+Signatures: every record is signed by the node that registered it (its owner) and
+checked by every node that stores or serves it, and by the node that fetched it. The
+signing scheme is injected as a `RecordSigner` so this module has no crypto dependency:
+the real node passes an Ed25519 signer built on `overlay/identity.py`; the simulator uses
+`KeyedHashKeyring`, a cheap deterministic stand-in (see its docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .messages import ID_BITS, Record
+
+TOMBSTONE_TTL = 600  # seconds a removal (lifetime 0) is kept so older copies cannot revive
+
+
+def resource_key(aor: str) -> int:
+    """The ring key of an AOR: the first 128 bits of SHA-256 of the AOR string."""
+    return int.from_bytes(hashlib.sha256(aor.encode("utf-8")).digest()[: ID_BITS // 8], "big")
+
+
+def signing_bytes(record: Record) -> bytes:
+    """The bytes a record's signature covers (everything except remaining/signature/key)."""
+    return (
+        f"meshsip-record-v1\n{record.resource_id:032x}\n{record.aor}\n{record.owner:032x}\n"
+        f"{record.contact}\n{record.sequence}\n{record.lifetime}"
+    ).encode()
+
+
+class RecordSigner(Protocol):
+    """What a node needs to sign its own records and check everybody else's.
+
+    `verify` must also check that `owner` (a Node-ID) belongs to `public_key` (the
+    Node-ID is a hash of the key, or the deployment CA vouches for it): otherwise a node
+    could sign records in another node's name with its own key.
+    """
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def verify(self, data: bytes, signature: bytes, owner: int, public_key: bytes) -> bool: ...
+
+
+def sign_record(record: Record, owner: int, signer: RecordSigner) -> Record:
+    rec = replace(record, owner=owner, public_key=signer.public_key, signature=b"")
+    return replace(rec, signature=signer.sign(signing_bytes(rec)))
+
+
+def verify_record(record: Record, signer: RecordSigner) -> bool:
+    if not record.signature:
+        return False
+    try:
+        return bool(
+            signer.verify(signing_bytes(record), record.signature, record.owner, record.public_key)
+        )
+    except Exception:
+        return False
+
+
+class KeyedHashKeyring:
+    """SIMULATION ONLY: a deterministic keyed-hash (HMAC-SHA256) stand-in for Ed25519.
+
+    Every simulated node gets a secret derived from the keyring's seed and its Node-ID;
+    its "public key" is a hash of that secret. Verification looks the secret up in the
+    keyring (a simulated PKI that only the simulator holds). It is ~50x cheaper than
+    Ed25519, which matters when thousands of simulated nodes re-replicate records, and it
+    has the property the tests need: a record changed after signing, or signed by a node
+    other than the one it names as owner, does not verify.
+    """
+
+    def __init__(self, seed: int | str = 0) -> None:
+        self._seed = str(seed).encode()
+        self._by_public: dict[bytes, tuple[int, bytes]] = {}
+
+    def signer(self, node_id: int) -> KeyedHashSigner:
+        secret = hashlib.sha256(self._seed + b"|" + node_id.to_bytes(16, "big")).digest()
+        public = hashlib.sha256(b"pub" + secret).digest()
+        self._by_public[public] = (node_id, secret)
+        return KeyedHashSigner(self, node_id, secret, public)
+
+    def check(self, data: bytes, signature: bytes, owner: int, public_key: bytes) -> bool:
+        entry = self._by_public.get(public_key)
+        if entry is None or entry[0] != owner:
+            return False
+        expected = hmac.new(entry[1], data, hashlib.sha256).digest()
+        return hmac.compare_digest(expected, signature)
+
+
+class KeyedHashSigner:
+    """One simulated node's signer (see `KeyedHashKeyring`)."""
+
+    def __init__(self, keyring: KeyedHashKeyring, node_id: int, secret: bytes, public: bytes):
+        self._keyring = keyring
+        self.node_id = node_id
+        self._secret = secret
+        self._public = public
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        return hmac.new(self._secret, data, hashlib.sha256).digest()
+
+    def verify(self, data: bytes, signature: bytes, owner: int, public_key: bytes) -> bool:
+        return self._keyring.check(data, signature, owner, public_key)
+
+
+@dataclass(slots=True)
+class StoredRecord:
+    record: Record
+    expires: float  # local time at which the copy expires (tombstones: when it is dropped)
+    touched: float  # last time a copy arrived (from the owner, the primary or a transfer)
+    confirmed: bool = False  # a primary pushed it to us (or we checked where it belongs)
+    drop_at: float = math.inf  # handed to its primary: drop then unless pushed to us again
+
+
+class RecordStore:
+    """The records one node holds, as primary or replica. No verification here: the node
+    verifies before calling `put`."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[int, int, str], StoredRecord] = {}
+        self._by_resource: dict[int, dict[tuple[int, int, str], None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, record: Record, now: float) -> bool:
+        """Store or refresh a verified copy. True when it changed what this node holds."""
+        ident = record.identity
+        if record.lifetime > 0:
+            left = min(max(record.remaining, 0), record.lifetime) if record.remaining else (
+                record.lifetime
+            )
+        else:
+            left = min(max(record.remaining, 0), TOMBSTONE_TTL) if record.remaining else (
+                TOMBSTONE_TTL
+            )
+        expires = now + left
+        old = self._records.get(ident)
+        if old is not None:
+            if record.sequence < old.record.sequence:
+                return False
+            if record.sequence == old.record.sequence:
+                old.touched = now
+                if record.signature != old.record.signature:
+                    return False  # same sequence, different content: keep the first
+                if expires > old.expires:
+                    old.expires = expires
+                return False
+        if left <= 0:
+            return False
+        self._records[ident] = StoredRecord(record, expires, now)
+        self._by_resource.setdefault(record.resource_id, {})[ident] = None
+        return True
+
+    def get(self, resource_id: int, now: float, tombstones: bool = False) -> list[Record]:
+        out = []
+        for ident in self._by_resource.get(resource_id, ()):
+            st = self._records[ident]
+            if st.expires <= now:
+                continue
+            if st.record.lifetime == 0 and not tombstones:
+                continue
+            out.append(self.copy_for_sending(st, now))
+        return out
+
+    def stored(self, ident: tuple[int, int, str]) -> StoredRecord | None:
+        return self._records.get(ident)
+
+    @staticmethod
+    def copy_for_sending(st: StoredRecord, now: float) -> Record:
+        remaining = max(1, int(st.expires - now))
+        if st.record.remaining == remaining:
+            return st.record
+        return replace(st.record, remaining=remaining)
+
+    def all(self) -> list[StoredRecord]:
+        return list(self._records.values())
+
+    def remove(self, ident: tuple[int, int, str]) -> None:
+        st = self._records.pop(ident, None)
+        if st is not None:
+            idents = self._by_resource.get(st.record.resource_id)
+            if idents is not None:
+                idents.pop(ident, None)
+                if not idents:
+                    del self._by_resource[st.record.resource_id]
+
+    def expire(self, now: float) -> int:
+        dead = [ident for ident, st in self._records.items() if st.expires <= now]
+        for ident in dead:
+            self.remove(ident)
+        return len(dead)
