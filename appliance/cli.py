@@ -26,12 +26,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
     run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--overlay", help="overlay name shared by the boxes of one deployment")
+    run.add_argument("--no-discovery", dest="discovery", action="store_false", default=None,
+                     help="no mDNS: find other boxes only through --seed and the peer cache")
+    run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
+                     help="use mDNS only on this interface (repeatable)")
+    run.add_argument("--seed", dest="seeds", action="append", metavar="HOST:PORT",
+                     help="another box to contact at start (repeatable)")
     status = sub.add_parser("status", parents=[common], help="show registrations and calls")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    sub.add_parser("sim", add_help=False,
+                   help="run the deterministic overlay simulator (meshsip sim --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        from overlay.sim.cli import main as sim_main  # the simulator loads only when asked
+
+        return sim_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, {
@@ -39,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             "bind": getattr(args, "bind", None),
             "sip_port": getattr(args, "sip_port", None),
             "log_level": getattr(args, "log_level", None),
+            "overlay": getattr(args, "overlay", None),
+            "discovery": getattr(args, "discovery", None),
+            "interfaces": getattr(args, "interfaces", None),
+            "seeds": getattr(args, "seeds", None),
         })
     except ConfigError as exc:
         print(f"meshsip: {exc}", file=sys.stderr)

@@ -40,12 +40,22 @@ class Config:
     max_expires: int = 3600
     default_expires: int = 3600
     log_level: str = "info"
+    overlay: str = "meshsip"  # boxes of one deployment share it; another name never mixes
+    discovery: bool = True  # mDNS; off, the box still uses seeds and its peer cache
+    interfaces: list[str] = field(default_factory=list)  # mDNS only on these (empty: all)
+    seeds: list[str] = field(default_factory=list)  # "host:port" of boxes to try first
+    ca_cert: Path | None = None  # the deployment CA: only boxes it certified may join
+    node_cert: Path | None = None  # this box's certificate (default data_dir/node.crt)
 
 
 # TOML layout: section -> {key in the file: Config attribute}
 _LAYOUT: dict[str, dict[str, str]] = {
     "sip": {"bind": "bind", "port": "sip_port", "t1_ms": "t1_ms"},
     "node": {"data_dir": "data_dir", "log_level": "log_level"},
+    "overlay": {
+        "name": "overlay", "discovery": "discovery", "interfaces": "interfaces",
+        "seeds": "seeds", "ca_cert": "ca_cert", "node_cert": "node_cert",
+    },
     "registrar": {
         "policy": "policy", "realm": "realm", "users_file": "users_file",
         "digest_algorithms": "digest_algorithms",
@@ -93,6 +103,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _coerce(path: Path, where: str, attr: str, value: Any) -> Any:
     kind = str(_TYPES[attr])
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {where} must be true or false, not {value!r}")
+        return value
     if "list" in kind:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {where} must be a list of strings, not {value!r}")
@@ -122,6 +136,8 @@ def _check(config: Config, path: Path | None) -> None:
     bad = [a for a in config.digest_algorithms if a not in ("MD5", "SHA-256")]
     if bad or not config.digest_algorithms:
         raise ConfigError(f"{where}registrar.digest_algorithms takes 'MD5' and/or 'SHA-256'")
+    if not config.overlay or not all(c.isalnum() or c in "-_." for c in config.overlay):
+        raise ConfigError(f"{where}overlay.name must be letters, digits, '-', '_' or '.'")
     if not 1 <= config.t1_ms <= 10_000:
         raise ConfigError(f"{where}sip.t1_ms must be between 1 and 10000")
     if not 1 <= config.min_expires <= config.default_expires <= config.max_expires:
