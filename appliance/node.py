@@ -215,7 +215,8 @@ class Node:
             },
             "registrations": registrations,
             "calls": self.proxy.status(now),
-            "counters": self.counters | self.proxy.counters | self.transport.counters,
+            "counters": self.counters | self.proxy.counters | self.transport.counters
+            | self.txl.stats,
         }
 
 

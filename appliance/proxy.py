@@ -141,7 +141,7 @@ class Proxy:
         if method == "INVITE":
             self.txl.send_response(make_response(request, 100), key, now)
         route = request.get("Route")
-        in_dialog = request.to.tag is not None
+        in_dialog = request._to_view().tag is not None
         if route is not None:
             target_uri = parse_name_addr(route, "Route").uri
             self._proxy(request, source, key, [(request, uri_address(target_uri))], now)
@@ -166,7 +166,7 @@ class Proxy:
                             now: float) -> None:
         extension = request.uri.user or ""
         bindings = self.location.lookup(extension, now)
-        caller = request.from_.uri.user or "?"
+        caller = request._from_view().uri.user or "?"
         if not bindings:
             status = 480 if extension in self.location.known else 404
             if request.method == "INVITE":
@@ -198,7 +198,8 @@ class Proxy:
                 continue
             out = _copy(target)
             out.set("Max-Forwards", str(request.max_forwards - 1))
-            if request.method in ("INVITE", "SUBSCRIBE", "REFER") and request.to.tag is None:
+            if request.method in ("INVITE", "SUBSCRIBE", "REFER") and \
+                    request._to_view().tag is None:
                 out.add("Record-Route", self._record_route(source), first=True)
             out.add("Via", self._via(dest, new_branch()), first=True)
             branch = Branch(out, dest)
@@ -367,7 +368,8 @@ class Proxy:
         out = _copy(request)
         out.set("Max-Forwards", str(request.max_forwards - 1))
         # Same incoming branch -> same outgoing branch, so retransmissions stay matched (16.11).
-        digest = hashlib.sha256((request.top_via.branch or request.call_id).encode()).hexdigest()
+        branch = request._top_via_view().branch
+        digest = hashlib.sha256((branch or request.call_id).encode()).hexdigest()
         out.add("Via", self._via(dest, BRANCH_MAGIC + digest[:16]), first=True)
         self.txl.send_stateless(out, dest)
         self.counters["forwarded"] += 1

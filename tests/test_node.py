@@ -23,7 +23,7 @@ def meshsip(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
-def udp_exchange(port: int, data: bytes, timeout: float = 0.5) -> int | None:
+def udp_exchange(port: int, data: bytes, timeout: float = 3.0) -> int | None:
     """The status code of the node's answer (read from the status line alone: an answer
     to a broken request echoes its broken headers), or None when it stays silent."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
+import weakref
 from collections.abc import Callable
 
 import hypothesis
@@ -29,6 +31,7 @@ from overlay.sip.transaction import (
     StrayResponse,
     TransactionLayer,
     TransportFailed,
+    _make_ack,
     client_key_of,
 )
 from overlay.sip.uri import parse_uri
@@ -831,9 +834,156 @@ def test_many_transactions_stay_cheap() -> None:
         keys.append(event.server_key)
     assert len(layer.messages_to_send()) == 5000
     assert layer.server_count == 5000
-    assert len(layer._heap) == 5000
+    assert len(layer._heap) + layer.completed_count == 5000
     run_timers(layer, 1000.0)
     assert layer.server_count == 0 and layer.get_timer() is None and not layer._heap
+
+
+# ------------------------------------------------------------------------ memory bounds
+
+
+def answer_registers(
+    layer: TransactionLayer, count: int, now: float = 0.0, step: float = 0.001
+) -> list[tuple[Request, ServerKey, Response]]:
+    """`count` REGISTERs received over UDP, each answered 200 at once."""
+    done = []
+    for i in range(count):
+        register = make_request("REGISTER", call_id=f"cap{i}", cseq=i + 1)
+        layer.receive(register, UAC, now + i * step)
+        key = new_server_key(layer)
+        ok = make_response(register, 200)
+        layer.send_response(ok, key, now + i * step)
+        done.append((register, key, ok))
+    layer.messages_to_send()
+    return done
+
+
+def test_completed_table_is_capped_oldest_ended_early() -> None:
+    layer = TransactionLayer(max_completed=100)
+    assert TransactionLayer().max_completed == 50_000
+    done = answer_registers(layer, 250)
+    assert layer.completed_count == 100 and layer.server_count == 100
+    assert layer.stats["completed_expired_early"] == 150
+    # The newest 100 still absorb retransmissions and re-send their exact response...
+    for register, key, ok in done[150:]:
+        assert layer.server_state(key) == COMPLETED
+        layer.receive(register, UAC, 1.0)
+        assert layer.messages_to_send() == [(ok.encode(), UAC)]
+    assert events(layer) == []
+    assert layer.stats["retransmissions_absorbed"] == 100
+    # ...the oldest are gone: a late retransmission of one is a new request for the TU.
+    register, key, _ = done[0]
+    assert layer.server_state(key) is None
+    layer.receive(register, UAC, 1.0)
+    assert new_server_key(layer) == key and layer.server_state(key) == TRYING
+    layer.send_response(make_response(register, 200), key, 1.0)
+    assert layer.completed_count == 100 and layer.stats["completed_expired_early"] == 151
+    # Timer J still ends the rest, in order, and the heap was never involved.
+    assert layer.get_timer() == 151 * 0.001 + 64 * 0.5
+    assert not layer._heap
+    run_timers(layer, 1000.0)
+    assert layer.server_count == 0 and layer.completed_count == 0
+    assert layer.get_timer() is None
+    assert layer.stats["completed_expired_early"] == 151
+
+
+def test_completed_cap_holds_under_a_flood() -> None:
+    """A flood far past the cap keeps the table (and the timer queue) at the cap."""
+    layer = TransactionLayer(max_completed=1000)
+    for i in range(20_000):
+        register = make_request("OPTIONS", call_id=f"flood{i}", cseq=1)
+        layer.receive(register, UAC, i * 0.0001)
+        key = new_server_key(layer)
+        layer.send_response(make_response(register, 200), key, i * 0.0001)
+        layer.messages_to_send()
+        assert layer.completed_count <= 1000
+    assert layer.completed_count == 1000 and len(layer._done_fifo) == 1000
+    assert layer.stats["completed_expired_early"] == 19_000
+    assert layer.server_count == 1000 and not layer._heap
+
+
+def test_completed_server_transaction_releases_the_request() -> None:
+    layer = TransactionLayer()
+    register = make_request("REGISTER")
+    layer.receive(wire(register.encode()), UAC, 0.0)
+    [event] = events(layer)
+    assert isinstance(event, RequestReceived) and event.server_key is not None
+    key, request = event.server_key, event.request
+    assert layer.server_request(key) is request  # the TU may still need it
+    ref = weakref.ref(request)
+    ok = make_response(register, 200)
+    layer.send_response(ok, key, 0.0)
+    assert layer.server_request(key) is None  # answered: only the response bytes are kept
+    del event, request
+    gc.collect()
+    assert ref() is None
+    assert layer.messages_to_send() == [(ok.encode(), UAC)]
+    layer.receive(wire(register.encode()), UAC, 1.0)
+    assert layer.messages_to_send() == [(ok.encode(), UAC)]
+    assert layer.server_state(key) == COMPLETED
+
+
+def test_invite_server_transaction_releases_request_and_response() -> None:
+    layer = TransactionLayer()
+    invite = make_request("INVITE")
+    layer.receive(wire(invite.encode()), UAC, 0.0)
+    [event] = events(layer)
+    assert isinstance(event, RequestReceived) and event.server_key is not None
+    key = event.server_key
+    ref = weakref.ref(event.request)
+    busy = make_response(invite, 486)
+    layer.send_response(busy, key, 0.0)
+    assert layer.messages_to_send() == [(busy.encode(), UAC)]
+    del event
+    gc.collect()
+    assert ref() is None and layer.server_request(key) is None
+    # Completed still re-sends the response (Timer G and retransmitted INVITEs)...
+    assert times(run_timers(layer, 0.5)) == [0.5]
+    layer.receive(wire(invite.encode()), UAC, 0.6)
+    assert layer.messages_to_send() == [(busy.encode(), UAC)]
+    # ...Confirmed only absorbs ACKs: the response bytes are let go.
+    client = TransactionLayer()
+    client.send_request(invite, UAS, 0.0)
+    client.receive(busy, UAS, 0.0)
+    layer.receive(wire(client.messages_to_send()[-1][0]), UAC, 1.0)
+    assert layer.server_state(key) == CONFIRMED
+    assert layer._servers[key].last_response is None
+    layer.receive(wire(invite.encode()), UAC, 1.1)
+    assert layer.messages_to_send() == [] and events(layer) == []
+
+
+def test_client_transaction_releases_the_request_once_answered() -> None:
+    layer = TransactionLayer()
+    register = make_request("REGISTER")
+    ref = weakref.ref(register)
+    key = layer.send_request(register, UAS, 0.0)
+    assert len(layer.messages_to_send()) == 1
+    ok = make_response(register, 200)
+    del register
+    gc.collect()
+    assert ref() is not None  # Trying: kept for retransmissions and ClientTimeout
+    layer.receive(ok, UAS, 0.1)
+    gc.collect()
+    assert ref() is None
+    assert layer.client_state(key) == COMPLETED
+    layer.receive(ok, UAS, 0.2)  # still absorbs retransmitted responses until Timer K
+    assert layer.stats["retransmissions_absorbed"] == 1
+    assert run_timers(layer, 100.0) == [] and layer.client_count == 0
+
+
+def test_heap_is_compacted_when_dead_entries_pile_up() -> None:
+    """INVITEs rejected and ACKed over TCP end at once, each leaving a Timer H entry."""
+    layer = TransactionLayer()
+    for i in range(20_000):
+        invite = make_request("INVITE", transport="TCP", call_id=f"h{i}")
+        layer.receive(invite, UAC_TCP, 0.0)
+        key = new_server_key(layer)
+        busy = make_response(invite, 486)
+        layer.send_response(busy, key, 0.0)
+        ack = _make_ack(invite, busy)
+        layer.receive(ack, UAC_TCP, 0.0)  # Timer I = 0 on TCP: Timer H's entry is dead
+        assert len(layer._heap) <= 4096 + 2 * (layer.server_count + 1)
+    assert layer.server_count == 0 and layer.get_timer() is None
 
 
 def test_counters_alias() -> None:

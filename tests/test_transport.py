@@ -288,6 +288,62 @@ def test_udp_and_other_send_errors_are_reported() -> None:
     run(main)
 
 
+def test_udp_burst_is_read_in_batches_in_order() -> None:
+    async def main() -> None:
+        t_inbox = Inbox()
+        t = SipTransport(t_inbox)
+        await t.start(HOST, 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.bind((HOST, 0))
+            sent = [register(branch=f"burst{i}") for i in range(300)]
+            for data in sent:
+                raw.sendto(data, (HOST, t.local_port))
+            raw.sendto(b"\r\n\r\n", (HOST, t.local_port))  # keep-alive: not delivered
+            got = [await t_inbox.get() for _ in sent]
+            assert [d for d, _ in got] == sent
+            assert {s for _, s in got} == {("UDP", HOST, raw.getsockname()[1])}
+            await asyncio.sleep(0.05)
+        assert t.counters["received"] == 300 and t.counters["keepalives"] == 1
+        await t.close()
+
+    run(main)
+
+
+def test_udp_sends_queue_in_order_while_the_socket_buffer_is_full() -> None:
+    async def main() -> None:
+        a, _, b, inbox_b = await pair()
+        endpoint = a._udp
+        assert endpoint is not None
+        real = endpoint.sock
+
+        class FullBuffer:
+            """The kernel refuses the next two datagrams (EAGAIN), then takes them."""
+
+            refusals = 2
+
+            def sendto(self, data: bytes, addr: object) -> int:
+                if FullBuffer.refusals:
+                    FullBuffer.refusals -= 1
+                    raise BlockingIOError(errno.EAGAIN, "full")
+                return real.sendto(data, addr)
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+        endpoint.sock = FullBuffer()  # type: ignore[assignment]
+        requests = [register(branch=f"q{i}") for i in range(3)]
+        for data in requests:
+            a.send(data, ("UDP", HOST, b.local_port))
+        assert len(endpoint.backlog) == 3
+        assert [(await inbox_b.get())[0] for _ in requests] == requests
+        assert not endpoint.backlog and FullBuffer.refusals == 0
+        assert a.counters["sent"] == 3 and a.counters["send_errors"] == 0
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
 def test_port_in_use_gives_a_clear_error() -> None:
     async def main() -> None:
         a = SipTransport(lambda d, s: None)

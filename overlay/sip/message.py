@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import SipParseError
 from .uri import (
@@ -74,11 +75,31 @@ _DATE = re.compile(
 _CSEQ = re.compile(r"[ \t]*0*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*\Z")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+/[A-Za-z0-9\-.!%*_+`'~]+\s*(;.*)?\Z", re.S)
 _FOLD = re.compile(r"\r?\n[ \t]+")
+# A Via value in its usual form: "SIP/2.0/UDP host:port;params" with a host name or IPv4.
+_SIMPLE_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
+    r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?(?:;(.*))?\Z"
+)
+_METHODS = {m: m for m in (
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
+    "MESSAGE", "INFO", "UPDATE", "PRACK", "PUBLISH",
+)}
 MAX_CSEQ = 2**31 - 1
 MAX_DELTA = 2**32 - 1
 
 
+# Canonical spellings map to themselves: the common case skips str.lower().
+_CANONICAL_SELF = {name: name for name in CANONICAL.values()}
+# Raw header-name spellings (as they came before the colon) already checked and mapped to
+# their canonical name by parse_headers; bounded, so odd names cannot make it grow for ever.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 512
+
+
 def canonical_name(name: str) -> str:
+    canon = _CANONICAL_SELF.get(name)
+    if canon is not None:
+        return canon
     return CANONICAL.get(name.lower(), name)
 
 
@@ -88,6 +109,9 @@ def _key(name: str) -> tuple[str, bool]:
     Known names are always stored canonically; unknown ones keep the spelling they arrived
     with, so those are compared case-insensitively (header names are case-insensitive).
     """
+    canon = _CANONICAL_SELF.get(name)
+    if canon is not None:
+        return canon, True
     lower = name.lower()
     canon = CANONICAL.get(lower)
     return (canon, True) if canon is not None else (lower, False)
@@ -116,7 +140,16 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
-    proto, _, rest = text.strip().partition(" ")
+    stripped = text.strip()
+    m = _SIMPLE_VIA.match(stripped)
+    if m is not None:
+        # The usual spelling: the same result as the general path below, sooner.
+        transport, host, port_text, param_text = m.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= 65535:
+            params = parse_params(param_text, "Via") if param_text is not None else {}
+            return Via(transport.upper(), host, port, params)
+    proto, _, rest = stripped.partition(" ")
     parts = [p.strip() for p in proto.split("/")]
     if len(parts) != 3 or parts[0].upper() != "SIP" or not all(is_token(p) for p in parts):
         # Allow LWS around the slashes ("SIP / 2.0 / UDP"): re-split on the whole text.
@@ -147,11 +180,41 @@ def parse_delta(text: str, what: str, limit: int = MAX_DELTA) -> int:
     return int(text)
 
 
-def _check_contact(value: str) -> None:
-    if value.strip() != "*":
-        na = parse_name_addr(value, "Contact")
-        if "expires" in na.params:
-            parse_delta(na.params["expires"] or "", "Contact expires")
+def _check_contact(value: str) -> NameAddr | None:
+    """The parsed Contact value (None for `*`), its expires parameter checked."""
+    if value.strip() == "*":
+        return None
+    na = parse_name_addr(value, "Contact")
+    if "expires" in na.params:
+        parse_delta(na.params["expires"] or "", "Contact expires")
+    return na
+
+
+def _parse_contacts(values: tuple[str, ...]) -> tuple[NameAddr | None, ...]:
+    return tuple(
+        None if v.strip() == "*" else parse_name_addr(v, "Contact") for v in values
+    )
+
+
+def _parse_from(value: str) -> NameAddr:
+    return parse_name_addr(value, "From")
+
+
+def _parse_to(value: str) -> NameAddr:
+    return parse_name_addr(value, "To")
+
+
+def _copy_uri(uri: Uri) -> Uri:
+    return Uri(uri.scheme, uri.user, uri.host, uri.port, dict(uri.params), dict(uri.headers),
+               uri.password, uri.opaque)
+
+
+def _copy_name_addr(na: NameAddr) -> NameAddr:
+    return NameAddr(_copy_uri(na.uri), na.display, dict(na.params))
+
+
+def _copy_via(via: Via) -> Via:
+    return Via(via.transport, via.host, via.port, dict(via.params))
 
 
 def _check_retry_after(value: str) -> None:
@@ -179,11 +242,40 @@ def _check_content_type(value: str) -> None:
         raise SipParseError(f"bad Content-Type {value.strip()!r}")
 
 
+# To and Contact values repeat from message to message (a phone re-registering, requests
+# within a dialog): their parsed values are kept, a bounded number of them, and shared by
+# the messages that carry the same text. Views are read-only, so sharing them is safe.
+_REUSED_MAX = 2048
+_TO_SEEN: dict[str, NameAddr] = {}
+_CONTACT_SEEN: dict[str, NameAddr] = {}
+
+
+def _check_to_reused(value: str) -> NameAddr:
+    na = _TO_SEEN.get(value)
+    if na is None:
+        na = _parse_to(value)
+        if len(_TO_SEEN) >= _REUSED_MAX:
+            _TO_SEEN.clear()
+        _TO_SEEN[value] = na
+    return na
+
+
+def _check_contact_reused(value: str) -> NameAddr | None:
+    na = _CONTACT_SEEN.get(value)
+    if na is None:
+        na = _check_contact(value)
+        if na is not None:
+            if len(_CONTACT_SEEN) >= _REUSED_MAX:
+                _CONTACT_SEEN.clear()
+            _CONTACT_SEEN[value] = na
+    return na
+
+
 _VALIDATORS = {
     "Via": parse_via,
-    "From": lambda v: parse_name_addr(v, "From"),
-    "To": lambda v: parse_name_addr(v, "To"),
-    "Contact": _check_contact,
+    "From": _parse_from,
+    "To": _check_to_reused,
+    "Contact": _check_contact_reused,
     "Route": lambda v: parse_name_addr(v, "Route"),
     "Record-Route": lambda v: parse_name_addr(v, "Record-Route"),
     "CSeq": parse_cseq,
@@ -204,87 +296,141 @@ class Message:
 
     headers: list[tuple[str, str]]
     body: bytes
+    # Parsed header values kept for reuse: {slot: (the header text, its parsed value)}.
+    # A value is reused only while the message still holds exactly that text, however the
+    # headers were changed since (set/add/pop_first/remove or the list itself). Not a
+    # dataclass field, so never compared, shown or copied by dataclasses.replace().
+    _views: dict[str, tuple[Any, Any]] | None = None
 
     def get(self, name: str) -> str | None:
         key, exact = _key(name)
+        if exact:
+            for n, v in self.headers:
+                if n == key:
+                    return v
+            return None
         for n, v in self.headers:
-            if n == key or (not exact and n.lower() == key):
+            if n.lower() == key:
                 return v
         return None
 
     def get_all(self, name: str) -> list[str]:
         key, exact = _key(name)
-        return [v for n, v in self.headers if n == key or (not exact and n.lower() == key)]
+        if exact:
+            return [v for n, v in self.headers if n == key]
+        return [v for n, v in self.headers if n.lower() == key]
 
     def _positions(self, name: str) -> list[int]:
         key, exact = _key(name)
-        return [
-            i for i, (n, _) in enumerate(self.headers)
-            if n == key or (not exact and n.lower() == key)
-        ]
+        if exact:
+            return [i for i, (n, _) in enumerate(self.headers) if n == key]
+        return [i for i, (n, _) in enumerate(self.headers) if n.lower() == key]
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of `name` by one, kept at the first one's place."""
         positions = self._positions(name)
+        canon = canonical_name(name)
         if not positions:
-            self.headers.append((canonical_name(name), value))
+            self.headers.append((canon, value))
             return
-        self.headers[positions[0]] = (canonical_name(name), value)
+        self.headers[positions[0]] = (canon, value)
         for i in reversed(positions[1:]):
             del self.headers[i]
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Append `value`; with first=True, put it before the other values of `name`."""
-        positions = self._positions(name) if first else []
-        if positions:
-            self.headers.insert(positions[0], (canonical_name(name), value))
-        else:
-            self.headers.append((canonical_name(name), value))
+        canon = canonical_name(name)
+        if first:
+            key, exact = _key(name)
+            for i, (n, _) in enumerate(self.headers):
+                if n == key or (not exact and n.lower() == key):
+                    self.headers.insert(i, (canon, value))
+                    return
+        self.headers.append((canon, value))
 
     def remove(self, name: str) -> None:
         drop = set(self._positions(name))
         self.headers = [h for i, h in enumerate(self.headers) if i not in drop]
 
     def pop_first(self, name: str) -> str | None:
-        positions = self._positions(name)
-        if not positions:
-            return None
-        return self.headers.pop(positions[0])[1]
+        key, exact = _key(name)
+        for i, (n, _) in enumerate(self.headers):
+            if n == key or (not exact and n.lower() == key):
+                return self.headers.pop(i)[1]
+        return None
+
+    # Parsed views shared with the message's cache: read-only for the SIP core. The public
+    # properties below hand out copies, which callers may change freely.
+    def _first(self, name: str) -> str | None:
+        """The first value of a header stored under its canonical `name`."""
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def _view(self, slot: str, text: Any, parse: Any) -> Any:
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        else:
+            hit = views.get(slot)
+            if hit is not None and hit[0] == text:
+                return hit[1]
+        value = parse(text)
+        views[slot] = (text, value)
+        return value
+
+    def _top_via_view(self) -> Via:
+        value = self._first("Via")
+        if value is None:
+            raise SipParseError("no Via")
+        return self._view("Via", value, parse_via)  # type: ignore[no-any-return]
+
+    def _cseq_view(self) -> tuple[int, str]:
+        return self._view("CSeq", self._first("CSeq") or "", parse_cseq)  # type: ignore
+
+    def _from_view(self) -> NameAddr:
+        return self._view("From", self._first("From") or "", _parse_from)  # type: ignore
+
+    def _to_view(self) -> NameAddr:
+        return self._view("To", self._first("To") or "", _parse_to)  # type: ignore
+
+    def _contacts_view(self) -> tuple[NameAddr | None, ...]:
+        values = tuple([v for n, v in self.headers if n == "Contact"])
+        return self._view("Contact", values, _parse_contacts)  # type: ignore
 
     # Parsed views of the headers every transaction and dialog needs.
     @property
     def call_id(self) -> str:
-        return (self.get("Call-ID") or "").strip()
+        return (self._first("Call-ID") or "").strip()
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return parse_cseq(self.get("CSeq") or "")
+        return self._cseq_view()
 
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.get_all("Via")]
+        values = self.get_all("Via")
+        if not values:
+            return []
+        top = _copy_via(self._top_via_view())
+        return [top, *(parse_via(v) for v in values[1:])]
 
     @property
     def top_via(self) -> Via:
-        value = self.get("Via")
-        if value is None:
-            raise SipParseError("no Via")
-        return parse_via(value)
+        return _copy_via(self._top_via_view())
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self.get("From") or "", "From")
+        return _copy_name_addr(self._from_view())
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self.get("To") or "", "To")
+        return _copy_name_addr(self._to_view())
 
     def contacts(self) -> list[NameAddr | None]:
         """Contact values; None stands for `*`."""
-        return [
-            None if v.strip() == "*" else parse_name_addr(v, "Contact")
-            for v in self.get_all("Contact")
-        ]
+        return [None if na is None else _copy_name_addr(na) for na in self._contacts_view()]
 
     def start_line(self) -> str:
         raise NotImplementedError
@@ -349,44 +495,75 @@ def _split_header_section(data: bytes) -> tuple[str, bytes]:
 
 def parse_headers(lines: list[str]) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
+    append = headers.append
+    cache = _NAME_CACHE
     for line in lines:
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not _HEADER_NAME.match(name):
+        if not colon:
             raise SipParseError(f"bad header line {line[:40]!r}")
-        name = canonical_name(name)
+        canon = cache.get(name)
+        if canon is None:
+            stripped = name.rstrip(" \t")
+            if not _HEADER_NAME.match(stripped):
+                raise SipParseError(f"bad header line {line[:40]!r}")
+            canon = canonical_name(stripped)
+            if len(cache) < _NAME_CACHE_MAX:
+                cache[name] = canon
         value = value.strip(" \t")
-        if name in LIST_HEADERS and value:  # an empty Allow, Supported, Accept... is allowed
+        if canon in LIST_HEADERS and value:  # an empty Allow, Supported, Accept... is allowed
+            if "," not in value and '"' not in value:  # what split_quoted would give
+                append((canon, value))
+                continue
             for item in split_quoted(value, ","):
                 item = item.strip(" \t")
                 if not item:
-                    raise SipParseError(f"empty value in {name}")
-                headers.append((name, item))
+                    raise SipParseError(f"empty value in {canon}")
+                append((canon, item))
         else:
-            headers.append((name, value))
+            append((canon, value))
     return headers
 
 
-def _validate(headers: list[tuple[str, str]]) -> dict[str, str]:
-    """Check the headers the core relies on; return the single-valued ones by name."""
+def _validate(
+    headers: list[tuple[str, str]],
+) -> tuple[dict[str, str], dict[str, tuple[Any, Any]]]:
+    """Check the headers the core relies on.
+
+    Returns the single-valued ones by name, and the parsed values worth keeping (top Via,
+    From, To, CSeq, Contacts) as Message._views entries.
+    """
     singles: dict[str, str] = {}
+    views: dict[str, tuple[Any, Any]] = {}
+    contact_texts: list[str] = []
+    contacts: list[NameAddr | None] = []
     has_via = False
     for name, value in headers:
         if name in SINGLE_HEADERS:
             if name in singles:
                 raise SipParseError(f"{name} appears more than once")
             singles[name] = value
-        elif name == "Via":
+        elif name == "Via" and not has_via:
             has_via = True
+            views["Via"] = (value, parse_via(value))
+            continue
         check = _VALIDATORS.get(name)
         if check is not None:
-            check(value)
+            result = check(value)
+            if name == "Contact":
+                contact_texts.append(value)
+                contacts.append(result)
+            elif name in _KEPT_VIEWS:
+                views[name] = (value, result)
     missing = ([] if has_via else ["Via"]) + [
         n for n in ("From", "To", "Call-ID", "CSeq") if n not in singles
     ]
     if missing:
         raise SipParseError("missing " + ", ".join(missing))
-    return singles
+    views["Contact"] = (tuple(contact_texts), tuple(contacts))
+    return singles, views
+
+
+_KEPT_VIEWS = frozenset({"From", "To", "CSeq"})
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -395,7 +572,9 @@ def parse_message(data: bytes) -> Request | Response:
     if not data:
         raise SipParseError("empty message")
     text, body = _split_header_section(data)
-    text = _FOLD.sub(" ", text).replace("\r\n", "\n")
+    if "\n " in text or "\n\t" in text:
+        text = _FOLD.sub(" ", text)
+    text = text.replace("\r\n", "\n")
     if "\r" in text:
         # Other parsers may take a lone CR for a line end and so read other headers than we
         # do (header smuggling through a proxy): refuse the message instead.
@@ -409,9 +588,9 @@ def parse_message(data: bytes) -> Request | Response:
     else:
         message = _parse_request_line(start, [])
     message.headers = headers = parse_headers(header_lines)
-    singles = _validate(headers)
+    singles, views = _validate(headers)
     if isinstance(message, Request):
-        number, method = parse_cseq(singles["CSeq"])
+        number, method = views["CSeq"][1]
         if method != message.method:
             raise SipParseError(f"CSeq method {method} does not match {message.method}")
     length_text = singles.get("Content-Length")
@@ -421,6 +600,7 @@ def parse_message(data: bytes) -> Request | Response:
             raise SipParseError(f"Content-Length {length} exceeds the {len(body)} body bytes")
         body = body[:length]
     message.body = body
+    message._views = views
     return message
 
 
@@ -429,7 +609,10 @@ def _parse_request_line(line: str, headers: list[tuple[str, str]]) -> Request:
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"bad request line {line[:80]!r}")
     method, uri_text, version = parts
-    if not _METHOD.match(method):
+    known = _METHODS.get(method)
+    if known is not None:
+        method = known  # one shared string, not one per message kept in each transaction key
+    elif not _METHOD.match(method):
         raise SipParseError(f"bad method {method!r}")
     if version.upper() != SIP_VERSION:
         if re.fullmatch(r"SIP/\d+\.\d+", version, re.I):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .message import Request, Response, parse_headers
+from .uri import NameAddr
 
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK",
@@ -22,12 +23,15 @@ _COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
 def make_response(
     request: Request, status: int, reason: str | None = None, to_tag: str | None = None
 ) -> Response:
-    headers = [(n, v) for n, v in request.headers if n in _COPIED]
     if to_tag is not None and status > 100:
-        to = request.to
+        to = request._to_view()  # shared with the request: not changed here
         if to.tag is None:
-            to.params["tag"] = to_tag
-            headers = [("To", str(to)) if n == "To" else (n, v) for n, v in headers]
+            tagged = str(NameAddr(to.uri, to.display, {**to.params, "tag": to_tag}))
+            headers = [
+                ("To", tagged) if n == "To" else (n, v) for n, v in request.headers if n in _COPIED
+            ]
+            return Response(status, reason or REASONS.get(status, ""), headers)
+    headers = [(n, v) for n, v in request.headers if n in _COPIED]
     return Response(status, reason or REASONS.get(status, ""), headers)
 
 

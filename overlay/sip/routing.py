@@ -36,18 +36,17 @@ def is_ip(host: str) -> bool:
 
 def stamp_via(request: Request, source: Address) -> None:
     """Record where a request really came from in its top Via (RFC 3261 18.2.1, RFC 3581)."""
-    via = request.top_via
+    via = request._top_via_view()  # shared with the message: changed on a copy only
     _, ip, port = source
-    changed = False
+    if via.host == ip and "rport" not in via.params:
+        return
+    via = request.top_via
     if via.host != ip:
         via.params["received"] = ip
-        changed = True
     if "rport" in via.params:
         via.params["rport"] = str(port)
         via.params.setdefault("received", ip)
-        changed = True
-    if changed:
-        request.headers[_first_index(request, "Via")] = ("Via", str(via))
+    request.headers[_first_index(request, "Via")] = ("Via", str(via))
 
 
 def _first_index(message: Request | Response, name: str) -> int:

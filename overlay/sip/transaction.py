@@ -12,8 +12,17 @@ requests whose branch lacks the z9hG4bK cookie fall back to RFC 2543 matching on
 Request-URI, To tag, From tag, Call-ID, CSeq number and top Via.
 
 Timers live in one heap with lazy deletion: each transaction has two timer slots (a
-retransmission timer A/E/G and a lifetime timer B/F/D/K/M or H/I/J/L) and a heap entry
-is live only while its transaction is alive and the slot still holds that deadline.
+retransmission timer A/E/G and a lifetime timer B/F/D/K/M or H/I/L) and a heap entry
+is live only while its transaction is alive and the slot still holds that deadline; the
+heap is compacted when dead entries outnumber live ones.
+
+Completed non-INVITE server transactions over UDP (the bulk under REGISTER load) shrink
+to what absorbing retransmissions needs: the encoded final response, where it went and
+Timer J's deadline, in one tuple (which the garbage collector stops tracking). Timer J is
+the same 64*T1 for all of them, so they wait in a FIFO rather than in the heap. At most
+`max_completed` wait: past that the oldest ends early (counted in
+stats["completed_expired_early"]), so a flood of requests cannot grow the table without
+bound. Other transactions drop their parsed request once they have a final response.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ ServerKey = tuple[str, str, str]
 
 MAGIC_COOKIE = "z9hG4bK"
 TIMER_D_UDP = 32.0
+# Completed UDP non-INVITE server transactions kept for Timer J at most (under 1 KiB each).
+MAX_COMPLETED = 50_000
+# A completed non-INVITE UDP server transaction: (final response, its destination, the
+# Timer J deadline, the server key).
+_Done = tuple[bytes, Address, float, ServerKey]
+_HEAP_SLACK = 4096  # dead heap entries tolerated before a compaction, beyond the live ones
 
 # Transaction states (RFC 3261 figures 5-8, RFC 6026 figures 3 and 5).
 CALLING = "Calling"
@@ -113,8 +128,8 @@ def client_key_of(message: Request | Response) -> ClientKey | None:
     For the transport adapter: it can map a failed send back to `client_transport_error`.
     """
     try:
-        branch = message.top_via.branch
-        method = message.cseq[1]
+        branch = message._top_via_view().branch
+        method = message._cseq_view()[1]
     except Exception:
         return None
     if not branch:
@@ -174,15 +189,22 @@ _Tx = _ClientTx | _ServerTx
 class TransactionLayer:
     """All client and server transactions of one SIP node."""
 
-    def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0) -> None:
+    def __init__(
+        self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0, *,
+        max_completed: int = MAX_COMPLETED,
+    ) -> None:
         self.t1 = t1
         self.t2 = t2
         self.t4 = t4
+        self.max_completed = max_completed
         self._clients: dict[ClientKey, _ClientTx] = {}
         self._servers: dict[ServerKey, _ServerTx] = {}
         self._events: deque[Event] = deque()
         self._outgoing: list[tuple[bytes, Address]] = []
         self._heap: list[tuple[float, int, _Tx, int]] = []
+        # Completed UDP non-INVITE server transactions by key, and the same oldest first.
+        self._done: dict[ServerKey, _Done] = {}
+        self._done_fifo: deque[_Done] = deque()
         self._seq = itertools.count()
         self._now = 0.0
         self.stats: dict[str, int] = dict.fromkeys(
@@ -197,6 +219,7 @@ class TransactionLayer:
                 "client_timeouts",
                 "server_timeouts",  # Timer H
                 "transport_failures",
+                "completed_expired_early",  # ended before Timer J: over max_completed
             ),
             0,
         )
@@ -211,7 +234,12 @@ class TransactionLayer:
 
     @property
     def server_count(self) -> int:
-        return len(self._servers)
+        return len(self._servers) + len(self._done)
+
+    @property
+    def completed_count(self) -> int:
+        """UDP non-INVITE server transactions completed and waiting for Timer J."""
+        return len(self._done)
 
     def client_state(self, client_key: ClientKey) -> str | None:
         tx = self._clients.get(client_key)
@@ -219,7 +247,9 @@ class TransactionLayer:
 
     def server_state(self, server_key: ServerKey) -> str | None:
         tx = self._servers.get(server_key)
-        return tx.state if tx else None
+        if tx is not None:
+            return tx.state
+        return COMPLETED if server_key in self._done else None
 
     # ------------------------------------------------------------------ outputs
 
@@ -232,15 +262,34 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         heap = self._heap
+        first = None
         while heap:
             when, _, tx, slot = heap[0]
             if tx.alive and tx.timers[slot] == when:
-                return when
+                first = when
+                break
             heapq.heappop(heap)
-        return None
+        fifo = self._done_fifo
+        while fifo:
+            entry = fifo[0]
+            if self._done.get(entry[3]) is entry:
+                when = entry[2]
+                if first is None or when < first:
+                    first = when
+                break
+            fifo.popleft()
+        return first
 
     def handle_timer(self, now: float) -> None:
         self._touch(now)
+        fifo, done = self._done_fifo, self._done
+        while fifo:
+            entry = fifo[0]
+            if done.get(entry[3]) is entry:
+                if entry[2] > now:
+                    break
+                del done[entry[3]]  # Timer J
+            fifo.popleft()
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, tx, slot = heapq.heappop(heap)
@@ -259,10 +308,10 @@ class TransactionLayer:
         self._touch(now)
         if request.method == "ACK":
             raise ValueError("ACK is not a transaction: use send_stateless")
-        branch = request.top_via.branch
+        branch = request._top_via_view().branch
         if not branch or not branch.startswith(MAGIC_COOKIE):
             raise ValueError("the top Via needs a z9hG4bK branch")
-        key = (branch, request.cseq[1])
+        key = (branch, request._cseq_view()[1])
         if key in self._clients:
             raise ValueError(f"client transaction {key} already exists")
         invite = request.method == "INVITE"
@@ -287,7 +336,9 @@ class TransactionLayer:
         if status < 200:
             tx.last_response = data
             tx.state = PROCEEDING
-        elif tx.invite:
+            return
+        tx.request = None  # answered: retransmissions need only the response bytes
+        if tx.invite:
             if status < 300:
                 if tx.state != ACCEPTED:
                     tx.state = ACCEPTED
@@ -304,11 +355,13 @@ class TransactionLayer:
                 self._set(tx, _END, now + 64 * self.t1)  # Timer H
         else:
             tx.state = COMPLETED
-            tx.last_response = data
-            if tx.reliable:
-                self._terminate(tx)  # Timer J = 0
-            else:
-                self._set(tx, _END, now + 64 * self.t1)  # Timer J
+            self._terminate(tx)  # Timer J = 0 on TCP; on UDP it lives on as a tuple:
+            if not tx.reliable:
+                entry = (data, tx.source, now + 64 * self.t1, tx.key)  # Timer J
+                self._done[tx.key] = entry
+                self._done_fifo.append(entry)
+                if len(self._done) > self.max_completed:
+                    self._expire_completed_early()
 
     def send_stateless(self, message: Request | Response, dest: Address) -> None:
         self._outgoing.append((message.encode(), dest))
@@ -348,6 +401,7 @@ class TransactionLayer:
         return tx.key if tx is not None and tx.invite else None
 
     def server_request(self, server_key: ServerKey) -> Request | None:
+        """The request of a server transaction, until its final response has been sent."""
         tx = self._servers.get(server_key)
         return tx.request if tx else None
 
@@ -362,8 +416,8 @@ class TransactionLayer:
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
         try:
-            branch = response.top_via.branch
-            method = response.cseq[1]
+            branch = response._top_via_view().branch
+            method = response._cseq_view()[1]
         except Exception:
             self.stats["dropped_malformed"] += 1
             return
@@ -387,11 +441,13 @@ class TransactionLayer:
                 elif status < 300:
                     tx.state = ACCEPTED
                     tx.timers[_RT] = None
+                    tx.request = tx.data = None  # no more retransmissions or timeouts
                     self._set(tx, _END, now + 64 * self.t1)  # Timer M
                 else:
                     tx.state = COMPLETED
                     tx.timers[_RT] = None
                     tx.ack = _make_ack(tx.request, response).encode()
+                    tx.request = tx.data = None
                     self._outgoing.append((tx.ack, tx.dest))
                     if tx.reliable:
                         self._terminate(tx)  # Timer D = 0
@@ -414,6 +470,7 @@ class TransactionLayer:
                 else:
                     tx.state = COMPLETED
                     tx.timers[_RT] = None
+                    tx.request = tx.data = None
                     if tx.reliable:
                         self._terminate(tx)  # Timer K = 0
                     else:
@@ -426,7 +483,7 @@ class TransactionLayer:
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
         method = request.method
         try:
-            if request.cseq[1] != method:
+            if request._cseq_view()[1] != method:
                 raise ValueError("CSeq method differs from the request method")
             key = self._server_key(request, "INVITE" if method == "ACK" else method)
             tx = self._servers.get(key)
@@ -434,7 +491,7 @@ class TransactionLayer:
                 # An RFC 2543 ACK for an initial INVITE carries the response's To tag, the
                 # INVITE had none: match on the rest, then check the tag we answered with.
                 tx = self._servers.get(self._server_key(request, "INVITE", ""))
-                if tx is not None and tx.final_to_tag not in (None, request.to.tag):
+                if tx is not None and tx.final_to_tag not in (None, request._to_view().tag):
                     tx = None
         except Exception:
             self.stats["dropped_malformed"] += 1
@@ -443,6 +500,12 @@ class TransactionLayer:
             self._receive_ack(request, source, now, tx)
             return
         if tx is None:
+            done = self._done.get(key)
+            if done is not None:  # a retransmission: re-send the final response
+                self.stats["retransmissions_absorbed"] += 1
+                self.stats["retransmissions_sent"] += 1
+                self._outgoing.append((done[0], done[1]))
+                return
             invite = method == "INVITE"
             tx = _ServerTx(key, request, source, PROCEEDING if invite else TRYING, not key[0])
             self._servers[key] = tx
@@ -463,6 +526,7 @@ class TransactionLayer:
         elif tx.state == COMPLETED:
             self.stats["acks_absorbed"] += 1
             tx.state = CONFIRMED
+            tx.last_response = None  # Confirmed only absorbs ACKs
             tx.timers[_RT] = None  # stop Timer G
             if tx.reliable:
                 self._terminate(tx)  # Timer I = 0
@@ -483,15 +547,15 @@ class TransactionLayer:
         For an RFC 2543 request `to_tag` overrides the request's To tag (used to match an
         ACK, which carries the response's tag, against an initial INVITE, which had none).
         """
-        via = request.top_via
-        branch = via.branch
+        via = request._top_via_view()
+        branch = via.params.get("branch")
         if branch and branch.startswith(MAGIC_COOKIE):
             return (branch, format_hostport(via.host.lower(), via.port), method)
         if to_tag is None:
-            to_tag = request.to.tag or ""
+            to_tag = request._to_view().tag or ""
         ident = "|".join((
-            "rfc2543", str(request.uri), to_tag, request.from_.tag or "", request.call_id,
-            str(request.cseq[0]), (request.get("Via") or "").strip(),
+            "rfc2543", str(request.uri), to_tag, request._from_view().tag or "",
+            request.call_id, str(request._cseq_view()[0]), (request.get("Via") or "").strip(),
         ))
         return ("", ident, method)
 
@@ -538,16 +602,36 @@ class TransactionLayer:
 
     def _set(self, tx: _Tx, slot: int, when: float) -> None:
         tx.timers[slot] = when
-        heapq.heappush(self._heap, (when, next(self._seq), tx, slot))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), tx, slot))
+        if len(heap) > 2 * (len(self._clients) + len(self._servers)) + _HEAP_SLACK:
+            self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        """Drop the entries of ended transactions and moved timers (in place: callers hold it)."""
+        heap = self._heap
+        heap[:] = [e for e in heap if e[2].alive and e[2].timers[e[3]] == e[0]]
+        heapq.heapify(heap)
+
+    def _expire_completed_early(self) -> None:
+        fifo, done = self._done_fifo, self._done
+        while len(done) > self.max_completed and fifo:
+            entry = fifo.popleft()
+            if done.get(entry[3]) is entry:
+                del done[entry[3]]
+                self.stats["completed_expired_early"] += 1
 
     def _terminate(self, tx: _Tx) -> None:
         tx.alive = False
         tx.timers[_RT] = tx.timers[_END] = None
         if isinstance(tx, _ClientTx):
+            tx.request = tx.data = tx.ack = None  # type: ignore[assignment]
             if self._clients.get(tx.key) is tx:
                 del self._clients[tx.key]
-        elif self._servers.get(tx.key) is tx:
-            del self._servers[tx.key]
+        else:
+            tx.request = tx.last_response = None  # type: ignore[assignment]
+            if self._servers.get(tx.key) is tx:
+                del self._servers[tx.key]
 
     def _touch(self, now: float) -> None:
         if now > self._now:
@@ -556,7 +640,7 @@ class TransactionLayer:
 
 def _to_tag(message: Request | Response) -> str | None:
     try:
-        return message.to.tag
+        return message._to_view().tag
     except Exception:
         return None
 

@@ -21,6 +21,7 @@ import errno
 import ipaddress
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -40,6 +41,9 @@ MAX_CONNECTIONS = 1000
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 _BIND_ATTEMPTS = 20
 _PONG = b"\r\n"
+UDP_READ_BATCH = 64  # datagrams read per wake-up at most, so TCP and timers get their turn
+_UDP_MAX = 65535
+_IP_VERSIONS: dict[str, int | None] = {}  # host text -> IP version (or None: a name)
 
 
 class SendError(OSError):
@@ -57,10 +61,17 @@ class SendError(OSError):
 
 
 def _ip_version(host: str) -> int | None:
+    version = _IP_VERSIONS.get(host, 0)
+    if version != 0:
+        return version
     try:
-        return ipaddress.ip_address(host).version
+        version = ipaddress.ip_address(host).version
     except ValueError:
-        return None
+        version = None
+    if len(_IP_VERSIONS) >= 4096:
+        _IP_VERSIONS.clear()
+    _IP_VERSIONS[host] = version
+    return version
 
 
 def _normal_host(host: str) -> str:
@@ -109,8 +120,7 @@ class SipTransport:
             "keepalives": 0,  # CRLF pings answered on TCP, blank UDP datagrams dropped
         }
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._udp: asyncio.DatagramTransport | None = None
-        self._udp_closed: asyncio.Future[None] | None = None
+        self._udp: _UdpEndpoint | None = None
         self._server: asyncio.Server | None = None
         self._family = socket.AF_INET
         self._host = ""
@@ -119,8 +129,6 @@ class SipTransport:
         self._all: set[_TcpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._udp_sending = False  # inside transport.sendto()
-        self._udp_error: Exception | None = None  # what it reported to error_received
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -137,18 +145,15 @@ class SipTransport:
         self._loop = loop
         self._family = family
         self._host, self._port = str(udp_sock.getsockname()[0]), udp_sock.getsockname()[1]
-        self._udp_closed = loop.create_future()
         try:
-            self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), sock=udp_sock
-            )
+            self._udp = _UdpEndpoint(self, udp_sock, loop)
             self._server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp_sock)
         except BaseException:
             self._loop = None
-            udp_sock.close()
-            tcp_sock.close()
             if self._udp is not None:
                 self._udp.close()
+            udp_sock.close()
+            tcp_sock.close()
             raise
         self._schedule_sweep()
         log.info("listening on UDP and TCP %s port %d", self._host, self._port)
@@ -225,8 +230,6 @@ class SipTransport:
             conn.forget()  # still connecting when its task was cancelled
         if self._server is not None:
             await self._server.wait_closed()
-        if self._udp_closed is not None:
-            await asyncio.wait([self._udp_closed], timeout=1.0)
         self._conns.clear()
         self._all.clear()
 
@@ -260,17 +263,9 @@ class SipTransport:
             self._send_failed(dest, data, OSError(errno.EAFNOSUPPORT, "no IPv6 UDP socket"))
             return
         assert self._udp is not None
-        if self._udp.is_closing():
-            self._send_failed(dest, data, ConnectionError("UDP socket closed"))
-            return
-        # asyncio reports a failing sendto to error_received from inside this call.
-        self._udp_sending, self._udp_error = True, None
-        try:
-            self._udp.sendto(data, (host, port))
-        finally:
-            self._udp_sending = False
-        if self._udp_error is not None:
-            self._send_failed(dest, data, self._udp_error)
+        error = self._udp.sendto(data, (host, port), dest)
+        if error is not None:
+            self._send_failed(dest, data, error)
         else:
             self.counters["sent"] += 1
 
@@ -363,28 +358,96 @@ class SipTransport:
         self._schedule_sweep()
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransport) -> None:
+class _UdpEndpoint:
+    """The UDP socket, served straight from the event loop's selector.
+
+    asyncio's datagram transport reads one datagram per pass of the event loop (a poll
+    each); this drains up to UDP_READ_BATCH per wake-up, and sends without queueing unless
+    the socket buffer is full.
+    """
+
+    def __init__(
+        self, owner: SipTransport, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.owner = owner
+        self.sock = sock
+        self.loop = loop
+        self.fd = sock.fileno()
+        self.backlog: deque[tuple[bytes, Any, Address]] = deque()
+        self.backlog_bytes = 0
+        self.closed = False
+        # Source addresses by socket address: one shared tuple per peer, not one per datagram.
+        self.sources: dict[Any, Address] = {}
+        loop.add_reader(self.fd, self._readable)
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if not data.strip(b"\r\n \t\0"):
-            self.owner.counters["keepalives"] += 1  # CRLF keep-alive: nothing to parse
+    def _readable(self) -> None:
+        owner = self.owner
+        recvfrom = self.sock.recvfrom
+        counters = owner.counters
+        sources = self.sources
+        for _ in range(UDP_READ_BATCH):
+            if self.closed:
+                return
+            try:
+                data, addr = recvfrom(_UDP_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error for an earlier datagram: no way to tell which destination.
+                counters["send_errors"] += 1
+                log.debug("UDP socket error: %s", exc)
+                continue
+            if not data.strip(b"\r\n \t\0"):
+                counters["keepalives"] += 1  # CRLF keep-alive: nothing to parse
+                continue
+            source = sources.get(addr)
+            if source is None:
+                if len(sources) >= 4096:
+                    sources.clear()
+                source = sources[addr] = ("UDP", _normal_host(str(addr[0])), int(addr[1]))
+            owner._deliver(data, source)
+
+    def sendto(self, data: bytes, addr: Any, dest: Address) -> Exception | None:
+        """Send or queue one datagram; the error when it cannot be sent at all."""
+        if self.closed:
+            return ConnectionError("UDP socket closed")
+        if not self.backlog:
+            try:
+                self.sock.sendto(data, addr)
+                return None
+            except (BlockingIOError, InterruptedError):
+                self.loop.add_writer(self.fd, self._writable)
+            except OSError as exc:
+                return exc
+        if self.backlog_bytes + len(data) > MAX_WRITE_BUFFER:
+            return ConnectionError("UDP send buffer full")
+        self.backlog.append((data, addr, dest))
+        self.backlog_bytes += len(data)
+        return None
+
+    def _writable(self) -> None:
+        backlog = self.backlog
+        while backlog and not self.closed:
+            data, addr, dest = backlog[0]
+            try:
+                self.sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.owner._send_failed(dest, data, exc)
+            backlog.popleft()
+            self.backlog_bytes -= len(data)
+        self.loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if self.closed:
             return
-        self.owner._deliver(data, ("UDP", _normal_host(str(addr[0])), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        if self.owner._udp_sending:
-            self.owner._udp_error = exc  # send() reports it with its destination
-        else:
-            # A queued sendto or an ICMP error: no way to tell which destination.
-            self.owner.counters["send_errors"] += 1
-            log.debug("UDP socket error: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        fut = self.owner._udp_closed
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._writable()  # what the socket takes now; the rest is dropped
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.backlog.clear()
+        self.sock.close()
 
 
 class _TcpConnection(asyncio.Protocol):

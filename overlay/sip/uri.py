@@ -26,6 +26,20 @@ _PASSWORD_SAFE = (_USER_SAFE - set(";?/")) | set("&=+$,")
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>\"]")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"\Z', re.S)
 _BAD_VALUE = re.compile(r'[ \t"<>,]')
+# Parameters in their everyday form (tokens, unquoted values free of LWS, quotes, <>, ','
+# and ';'): what parse_params' general path accepts and splits the same way.
+_TOKEN_CLASS = r"[A-Za-z0-9\-.!%*_+`'~]"
+_PLAIN_VALUE = r'[^ \t"<>,;]'
+_SIMPLE_PARAMS = re.compile(
+    rf"{_TOKEN_CLASS}+(?:={_PLAIN_VALUE}+)?(?:;{_TOKEN_CLASS}+(?:={_PLAIN_VALUE}+)?)*\Z"
+)
+# A SIP URI in its everyday form: lower-case scheme, a user part without ':', '%', '?'
+# (so no password, escapes or headers), a host name or IPv4 address, a port, then params
+# without '?' or '@'. Anything else takes parse_uri's general path.
+_SIMPLE_SIP_URI = re.compile(
+    r"(sips?):(?:([^@:%?]+)@)?"
+    r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?(?:;([^?@]*))?\Z"
+)
 
 
 def is_token(text: str) -> bool:
@@ -52,7 +66,7 @@ def _unescape(text: str, what: str) -> str:
 
 
 def _escape(text: str, safe: frozenset[str] | set[str]) -> str:
-    if all(c in safe for c in text):
+    if safe.issuperset(text):
         return text
     out = []
     for ch in text:
@@ -97,6 +111,8 @@ def format_hostport(host: str, port: int | None) -> str:
 
 def parse_params(text: str, what: str) -> Params:
     """Parse `;name=value;flag` (text starts after the first ';')."""
+    if _SIMPLE_PARAMS.match(text):
+        return _split_simple_params(text)
     params: Params = {}
     for item in split_quoted(text, ";"):
         name, sep, value = item.partition("=")
@@ -119,8 +135,19 @@ def parse_params(text: str, what: str) -> Params:
     return params
 
 
+def _split_simple_params(text: str) -> Params:
+    """Parameters already matched by _SIMPLE_PARAMS."""
+    params: Params = {}
+    for item in text.split(";"):
+        name, sep, value = item.partition("=")
+        params[name.lower()] = value if sep else None
+    return params
+
+
 def format_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    if not params:
+        return ""
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
@@ -203,6 +230,9 @@ class Uri:
         return f"{self.scheme}:{user}{self.host.lower()}"
 
     def copy(self, **changes: object) -> Uri:
+        if not changes:
+            return Uri(self.scheme, self.user, self.host, self.port, dict(self.params),
+                       dict(self.headers), self.password, self.opaque)
         values = {
             "scheme": self.scheme, "user": self.user, "host": self.host, "port": self.port,
             "params": dict(self.params), "headers": dict(self.headers),
@@ -214,22 +244,45 @@ class Uri:
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(_escape(self.user, _USER_SAFE))
+        user = self.user
+        if user is None:
+            userinfo = ""
+        else:
+            userinfo = _escape(user, _USER_SAFE)
             if self.password is not None:
-                out.append(":" + _escape(self.password, _PASSWORD_SAFE))
-            out.append("@")
-        out.append(format_hostport(self.host, self.port))
-        out.append(format_params(self.params))
+                userinfo += ":" + _escape(self.password, _PASSWORD_SAFE)
+            userinfo += "@"
+        port = self.port
+        if port is None:
+            text = f"{self.scheme}:{userinfo}{self.host}"
+        else:
+            text = f"{self.scheme}:{userinfo}{self.host}:{port}"
+        if self.params:
+            text += format_params(self.params)
         if self.headers:
-            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
-        return "".join(out)
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.headers.items())
+        return text
 
 
 def parse_uri(text: str) -> Uri:
     if _URI_FORBIDDEN.search(text):
         raise SipParseError(f"bad character in URI {text!r}")
+    m = _SIMPLE_SIP_URI.match(text)
+    if m is not None:
+        scheme, user, host, port_text, param_text = m.groups()
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                port = -1  # out of range: the general path says so
+        if port != -1:
+            if param_text is None:
+                params: Params = {}
+            elif _SIMPLE_PARAMS.match(param_text):
+                params = _split_simple_params(param_text)
+            else:
+                params = parse_params(param_text, f"URI {text!r}")
+            return Uri(scheme, user, host, port, params, {}, None)
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
         raise SipParseError(f"bad URI scheme in {text!r}")
