@@ -46,6 +46,7 @@ class Config:
     seeds: list[str] = field(default_factory=list)  # "host:port" of boxes to try first
     ca_cert: Path | None = None  # the deployment CA: only boxes it certified may join
     node_cert: Path | None = None  # this box's certificate (default data_dir/node.crt)
+    overlay_transport: str = "auto"  # box-to-box: "auto" (UDP, TCP when big) or "tcp"
 
 
 # TOML layout: section -> {key in the file: Config attribute}
@@ -55,6 +56,7 @@ _LAYOUT: dict[str, dict[str, str]] = {
     "overlay": {
         "name": "overlay", "discovery": "discovery", "interfaces": "interfaces",
         "seeds": "seeds", "ca_cert": "ca_cert", "node_cert": "node_cert",
+        "transport": "overlay_transport",
     },
     "registrar": {
         "policy": "policy", "realm": "realm", "users_file": "users_file",
@@ -138,6 +140,8 @@ def _check(config: Config, path: Path | None) -> None:
         raise ConfigError(f"{where}registrar.digest_algorithms takes 'MD5' and/or 'SHA-256'")
     if not config.overlay or not all(c.isalnum() or c in "-_." for c in config.overlay):
         raise ConfigError(f"{where}overlay.name must be letters, digits, '-', '_' or '.'")
+    if config.overlay_transport not in ("auto", "tcp"):
+        raise ConfigError(f"{where}overlay.transport must be 'auto' or 'tcp'")
     if not 1 <= config.t1_ms <= 10_000:
         raise ConfigError(f"{where}sip.t1_ms must be between 1 and 10000")
     if not 1 <= config.min_expires <= config.default_expires <= config.max_expires:

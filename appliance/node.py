@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from overlay.sip.errors import SipParseError
@@ -20,6 +21,7 @@ from overlay.sip.transport import SendError, SipTransport
 from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
+from .mesh import Mesh, MeshConfig, MeshError, primary_address
 from .proxy import Proxy
 from .registrar import Location
 from .users import load_users
@@ -62,6 +64,9 @@ class Node:
         self.transport = SipTransport(self._on_message, self._on_send_error)
         self.control = ControlServer(self.data_dir / "control.sock", self.status)
         self.bindings_file = self.data_dir / "bindings.json"
+        self.mesh: Mesh | None = None
+        self._pending_publish: list[tuple[str, bool]] = []
+        self.location.observer = self._on_extension
 
     # -- lifecycle ------------------------------------------------------------------------
     def _load_identity(self) -> dict[str, str]:
@@ -93,6 +98,7 @@ class Node:
             await self.transport.start(self.config.bind, self.config.sip_port)
         except OSError as exc:
             raise NodeError(str(exc)) from None
+        await self._start_mesh()
         await self.control.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
         log.info(
@@ -101,6 +107,49 @@ class Node:
             f", {restored} registrations restored" if restored else "",
         )
 
+    async def _start_mesh(self) -> None:
+        c = self.config
+        host = c.bind if c.bind not in ("0.0.0.0", "::", "") else primary_address()
+        mesh_config = MeshConfig(c.overlay, c.discovery, c.interfaces or None, c.seeds,
+                                 c.ca_cert, c.node_cert, c.overlay_transport)
+        try:
+            self.mesh = Mesh(mesh_config, self.data_dir, self.transport.send, host,
+                             self.transport.local_port)
+        except MeshError as exc:
+            raise NodeError(str(exc)) from None
+        self.proxy.find_remote = self._find_remote
+        await self.mesh.start()
+        for extension, present in self._pending_publish:
+            self._on_extension(extension, present)
+        self._pending_publish.clear()
+        log.info("overlay %r: node %s at %s:%d, %s mode, discovery %s", c.overlay,
+                 self.mesh.node_id_hex[:16], host, self.transport.local_port,
+                 self.mesh.identity.mode, "on" if c.discovery else "off")
+
+    def _on_extension(self, extension: str, present: bool) -> None:
+        """The registrar gained or lost an extension: tell the mesh."""
+        if self.mesh is None:
+            self._pending_publish.append((extension, present))
+        elif present:
+            self.mesh.publish(extension)
+        else:
+            self.mesh.withdraw(extension)
+
+    def _find_remote(self, extension: str, reply: Callable[[list[str], float], None]) -> None:
+        mesh = self.mesh
+        assert mesh is not None
+        loop = asyncio.get_running_loop()
+
+        async def find() -> None:
+            boxes = await mesh.find(extension)
+            now = loop.time()
+            reply(boxes, now)
+            self._pump(now)
+
+        task = loop.create_task(find())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -108,6 +157,8 @@ class Node:
         if self._timer is not None:
             self._timer.cancel()
         self._save_bindings()
+        if self.mesh is not None:
+            await self.mesh.stop()
         await self.control.close()
         await self.transport.close()
         log.info("meshsip node stopped")
@@ -134,6 +185,10 @@ class Node:
         now = asyncio.get_running_loop().time()
         try:
             message = parse_message(data)
+            if message.get("DHT-NodeID") is not None:
+                if self.mesh is not None:  # box-to-box overlay traffic, signed
+                    self.mesh.receive(data, source)
+                return
             if isinstance(message, Request):
                 stamp_via(message, source)
         except SipParseError as exc:
@@ -217,6 +272,7 @@ class Node:
             "calls": self.proxy.status(now),
             "counters": self.counters | self.proxy.counters | self.transport.counters
             | self.txl.stats,
+            "overlay": self.mesh.status() if self.mesh is not None else None,
         }
 
 

@@ -25,6 +25,8 @@ from overlay.sip.routing import (
     via_address,
 )
 from overlay.sip.transaction import (
+    PROCEEDING,
+    TRYING,
     ClientTimeout,
     Event,
     RequestReceived,
@@ -34,7 +36,7 @@ from overlay.sip.transaction import (
     TransactionLayer,
     TransportFailed,
 )
-from overlay.sip.uri import parse_name_addr
+from overlay.sip.uri import parse_name_addr, parse_uri
 
 from .registrar import Location
 
@@ -45,6 +47,12 @@ ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIF
          "INFO, UPDATE, PRACK")
 # Where this node can be reached by the peer at a given IP: (transport, local ip, port).
 LocalAddress = Callable[[Address], Address]
+# Asks the mesh which boxes serve an extension; the answer (their SIP URIs) comes later,
+# through the callback, with the time it arrived.
+FindRemote = Callable[[str, Callable[[list[str], float], None]], None]
+# Marks a request one box sends another for a phone registered there: the receiving box
+# serves it from its own registrations and never asks the mesh again (no loops).
+HOP_HEADER = "Meshsip-Hop"
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Proxy:
         self.location = location
         self.local_address = local_address
         self.token = node_token  # marks our own Record-Route entries
+        self.find_remote: FindRemote | None = None
         self.pending: dict[object, tuple[ProxiedRequest, Branch]] = {}
         self.by_server: dict[object, ProxiedRequest] = {}
         self.calls: dict[str, Call] = {}
@@ -168,10 +177,11 @@ class Proxy:
         bindings = self.location.lookup(extension, now)
         caller = request._from_view().uri.user or "?"
         if not bindings:
-            status = 480 if extension in self.location.known else 404
-            if request.method == "INVITE":
-                log.info("call %s -> %s: %d (not registered)", caller, extension, status)
-            self._reply(key, request, status, None, now)
+            if self.find_remote is not None and request.get(HOP_HEADER) is None:
+                self.find_remote(extension, lambda boxes, when: self._route_to_boxes(
+                    request, source, key, boxes, when))
+                return
+            self._not_here(request, key, caller, extension, now)
             return
         targets = []
         for b in bindings:
@@ -184,6 +194,35 @@ class Proxy:
             self.counters["calls"] += 1
             log.info("call %s -> %s (%d contact%s) Call-ID %s", caller, extension,
                      len(targets), "" if len(targets) == 1 else "s", request.call_id)
+            self.calls[request.call_id] = Call(caller, extension, "ringing", now)
+        self._proxy(request, source, key, targets, now, label=f"{caller} -> {extension}")
+
+    def _not_here(self, request: Request, key: object, caller: str, extension: str,
+                  now: float) -> None:
+        status = 480 if extension in self.location.known else 404
+        if request.method == "INVITE":
+            log.info("call %s -> %s: %d (not registered)", caller, extension, status)
+        self._reply(key, request, status, None, now)
+
+    def _route_to_boxes(self, request: Request, source: Address, key: object,
+                        boxes: list[str], now: float) -> None:
+        """The mesh answered: send the request on to the boxes that serve the extension."""
+        if self.txl.server_state(key) not in (TRYING, PROCEEDING) or key in self.by_server:
+            return  # the caller gave up (CANCEL, timeout) while we looked
+        extension = request.uri.user or ""
+        caller = request.from_.uri.user or "?"
+        if not boxes:
+            self._not_here(request, key, caller, extension, now)
+            return
+        targets = []
+        for box in boxes:
+            copy = _copy(request)
+            copy.set(HOP_HEADER, self.token)
+            targets.append((copy, uri_address(parse_uri(box))))
+        if request.method == "INVITE":
+            self.counters["calls"] += 1
+            log.info("call %s -> %s via box %s Call-ID %s", caller, extension,
+                     ", ".join(boxes), request.call_id)
             self.calls[request.call_id] = Call(caller, extension, "ringing", now)
         self._proxy(request, source, key, targets, now, label=f"{caller} -> {extension}")
 
@@ -234,6 +273,13 @@ class Proxy:
         invite_key = self.txl.find_invite_server(cancel)
         ctx = self.by_server.get(invite_key) if invite_key is not None else None
         if ctx is None:
+            if invite_key is not None and self.txl.server_state(invite_key) == PROCEEDING:
+                # Cancelled while the mesh was still looking the callee up.
+                self._reply(key, cancel, 200, now=now)
+                invite = self.txl.server_request(invite_key)
+                if invite is not None:
+                    self._reply(invite_key, invite, 487, now=now)
+                return
             self._reply(key, cancel, 481, now=now)
             return
         self._reply(key, cancel, 200, now=now)

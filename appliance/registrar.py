@@ -60,11 +60,18 @@ class Location:
         self.open_policy = open_policy
         self.auth = auth
         self.changed = False  # set on every change, cleared by whoever persists the table
+        # Told when an extension gains its first live binding (True) or loses its last
+        # (False): the mesh publishes which extensions this box serves.
+        self.observer: Callable[[str, bool], None] | None = None
+
+    def _notify(self, extension: str, present: bool) -> None:
+        if self.observer is not None:
+            self.observer(extension, present)
 
     def lookup(self, extension: str, now: float) -> list[Binding]:
         bindings = [b for b in self.bindings.get(extension, ()) if b.expires_at > now]
-        if not bindings:
-            self.bindings.pop(extension, None)
+        if not bindings and self.bindings.pop(extension, None) is not None:
+            self._notify(extension, False)
         return bindings
 
     def expire(self, now: float) -> list[Binding]:
@@ -76,6 +83,7 @@ class Location:
                 self.bindings[ext] = live
             else:
                 del self.bindings[ext]
+                self._notify(ext, False)
         if gone:
             self.changed = True
         return gone
@@ -146,11 +154,14 @@ class Location:
 
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True
+        had = extension in self.bindings
         if bindings:
             self.bindings[extension] = bindings
             self.known.add(extension)
         else:
             self.bindings.pop(extension, None)
+        if had != bool(bindings):
+            self._notify(extension, bool(bindings))
 
     def _ok(self, request: Request, extension: str, now: float, tag: str) -> Response:
         response = make_response(request, 200, None, tag)
@@ -191,6 +202,8 @@ class Location:
                 log.warning("skipping a bad binding in %s: %s", path, exc)
                 continue
             if binding.expires_at > now:
+                if binding.extension not in self.bindings:
+                    self._notify(binding.extension, True)
                 self.bindings.setdefault(binding.extension, []).append(binding)
                 count += 1
         return count

@@ -52,6 +52,9 @@ class NodeProcess:
         self.cmd = [
             *ns_argv(netns), sys.executable, "-m", "appliance.cli", "run",
             "--bind", host, "--sip-port", str(self.port), "--data-dir", str(self.data_dir),
+            # mDNS in this (the root) namespace would leave the machine: only inside ours.
+            *(["--no-discovery"] if netns is None and "--no-discovery" not in extra_args
+              else []),
             *extra_args,
         ]
         if config is not None:

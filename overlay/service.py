@@ -1,0 +1,222 @@
+"""The overlay on a real box: the sans-IO ChordNode driven over the node's SIP transport.
+
+Overlay messages are SIP and share the node's port with the phones: the node hands
+every message that carries a DHT-NodeID header to `OverlayService.receive`. Messages
+are signed and checked by the wire codec; anything it refuses is counted and dropped.
+The service turns the Chord node's request ids into awaitables for the appliance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chord import node as chord
+from .chord.messages import REQUEST_TYPES, Error, NodeRef, Ping, Pong, Record
+from .chord.records import resource_key
+from .chord.wire import WireCodec, WireError
+from .identity import NodeIdentity
+from .sip.transaction import Address
+
+log = logging.getLogger("meshsip.overlay")
+UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
+RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
+SEED_RETRY = 10.0
+
+Send = Callable[[bytes, Address], None]
+
+
+@dataclass
+class OverlaySettings:
+    name: str = "meshsip"
+    transport: str = "auto"  # "auto": UDP, TCP for messages too big for one datagram; "tcp"
+    chord: chord.ChordConfig = field(default_factory=chord.ChordConfig)
+
+
+class OverlayService:
+    def __init__(self, identity: NodeIdentity, settings: OverlaySettings, send: Send,
+                 host: str, port: int) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.send = send
+        self.ref = NodeRef(identity.node_id, host, port)
+        settings.chord.overlay = settings.name
+        self.codec = WireCodec(identity, settings.name)
+        self.node = chord.ChordNode(self.ref, identity.record_signer,
+                                    config=settings.chord, now=self._now())
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._seed_txns: dict[int, tuple[str, int]] = {}
+        self._sequence = int(time.time() * 1000)  # grows across restarts too
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._seeds: set[tuple[str, int]] = set()
+        self._seed_task: asyncio.Task[None] | None = None
+        self.counters = {"received": 0, "sent": 0, "refused": 0}
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._seed_task = asyncio.get_running_loop().create_task(self._contact_seeds())
+        self._pump()
+
+    async def stop(self) -> None:
+        if self._seed_task is not None:
+            self._seed_task.cancel()
+        if self.node.successors:
+            self.node.leave(self._now())
+            self._pump()
+            await asyncio.sleep(0.2)  # let the hand-over leave the socket
+        if self._timer is not None:
+            self._timer.cancel()
+        for fut in self._waiting.values():
+            fut.cancel()
+
+    def contact(self, host: str, port: int) -> None:
+        """A seed: an address without a Node-ID. A signed ping tells us who is there."""
+        if (host, port) == (self.ref.host, self.ref.port):
+            return
+        self._seeds.add((host, port))
+        if len(self._seed_txns) > 256:  # unanswered pings of a long-lonely node
+            self._seed_txns.clear()
+        txn = 1 << 40 | len(self._seed_txns) + 1
+        self._seed_txns[txn] = (host, port)
+        ping = Ping(src=self.ref, txn=txn, overlay=self.settings.name)
+        self._transmit(self.codec.encode(ping, (host, port), time.time()), (host, port))
+
+    async def _contact_seeds(self) -> None:
+        """Seeds that were down when we started are tried again until we are on a ring."""
+        while True:
+            await asyncio.sleep(SEED_RETRY)
+            if not self.node.successors:
+                for host, port in list(self._seeds):
+                    self.contact(host, port)
+
+    def add_peer(self, ref: NodeRef) -> None:
+        """Discovery or a cache names a node of this overlay."""
+        self.node.learn_peer(ref, self._now())
+        self._pump()
+
+    # -- message path ---------------------------------------------------------------------
+    def receive(self, data: bytes, source: Address) -> None:
+        try:
+            msg = self.codec.decode(data, time.time())
+        except WireError as exc:
+            self.counters["refused"] += 1
+            log.debug("refused overlay message from %s:%d: %s", source[1], source[2], exc)
+            late = exc.message
+            if exc.reason == "stale" and isinstance(late, REQUEST_TYPES):
+                # Authentic but our clocks differ (no RTC on a Pi): our time stamp lets
+                # the sender catch up. Never answer a stale response: errors would bounce.
+                error = Error(src=self.ref, txn=late.txn, overlay=self.settings.name,
+                              code=403, reason="Stale Date")
+                self._transmit(self.codec.encode(error, late.src, time.time()),
+                               (late.src.host, late.src.port))
+            return
+        self.counters["received"] += 1
+        if isinstance(msg, Pong) and msg.txn in self._seed_txns:
+            self._seed_txns.pop(msg.txn)
+            self.add_peer(msg.src)
+            return
+        self.node.receive(msg, self._now())
+        self._pump()
+
+    def _transmit(self, data: bytes, dest: tuple[str, int]) -> None:
+        big = len(data) > UDP_LIMIT
+        transport = "TCP" if big or self.settings.transport == "tcp" else "UDP"
+        self.counters["sent"] += 1
+        self.send(data, (transport, dest[0], dest[1]))
+
+    def _pump(self) -> None:
+        now = self._now()
+        while (event := self.node.next_event()) is not None:
+            self._on_event(event)
+        wall = time.time()
+        for dest, msg in self.node.messages_to_send():
+            try:
+                data = self.codec.encode(msg, dest, wall)
+            except ValueError as exc:
+                log.warning("cannot encode %s for %s: %s", type(msg).__name__, dest, exc)
+                continue
+            self._transmit(data, (dest.host, dest.port))
+        when = self.node.get_timer()
+        if when is not None and (self._timer_at is None or when < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = asyncio.get_running_loop().call_at(max(when, now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.node.handle_timer(self._now())
+        self._pump()
+
+    def _on_event(self, event: chord.Event) -> None:
+        request_id = getattr(event, "request_id", None)
+        if request_id is not None:
+            fut = self._waiting.pop(request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+        elif isinstance(event, chord.Joined):
+            log.info("joined the overlay %r: successor %s", self.settings.name,
+                     _short(event.successor))
+        elif isinstance(event, chord.NeighborsChanged):
+            log.debug("neighbours: predecessor %s, successors %s",
+                      _short(event.predecessor), [_short(s) for s in event.successors])
+        elif isinstance(event, chord.RecordRejected):
+            log.warning("rejected a record from %s: %s", _short(event.source), event.reason)
+
+    def _wait(self, request_id: int) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = fut
+        self._pump()
+        return fut
+
+    # -- what the appliance asks of the overlay ------------------------------------------
+    def publish(self, aor: str, contact: str) -> None:
+        """Say that `aor` is reachable at `contact` (this box), until withdrawn."""
+        self._sequence += 1
+        record = Record(resource_key(aor), aor, self.ref.id, contact, self._sequence,
+                        RECORD_LIFETIME)
+        self.node.put(record, self._now())
+        self._pump()
+
+    def withdraw(self, aor: str, contact: str) -> None:
+        self.node.remove(resource_key(aor), aor, contact, self._now())
+        self._pump()
+
+    async def find(self, aor: str, timeout: float = 5.0) -> list[Record]:
+        """Live records of `aor` anywhere in the overlay (empty when there are none)."""
+        rid = self.node.get(resource_key(aor), self._now())
+        try:
+            event = await asyncio.wait_for(self._wait(rid), timeout)
+        except TimeoutError:
+            return []
+        if isinstance(event, chord.GetDone):
+            return [r for r in event.records if r.aor == aor and r.lifetime > 0]
+        return []
+
+    def status(self) -> dict[str, Any]:
+        n = self.node
+        return {
+            "overlay": self.settings.name,
+            "node_id": f"{self.ref.id:032x}",
+            "address": f"{self.ref.host}:{self.ref.port}",
+            "mode": self.identity.mode,
+            "predecessor": _short(n.predecessor),
+            "successors": [_short(s) for s in n.successors],
+            "ring_complete": n.ring_complete,
+            "estimated_size": round(n.estimated_size(), 1),
+            "records_stored": len(n.store.all()),
+            "counters": self.counters | dict(self.codec.counters) | n.stats,
+        }
+
+
+def _short(ref: NodeRef | None) -> str | None:
+    return None if ref is None else f"{ref.id:032x}@{ref.host}:{ref.port}"
