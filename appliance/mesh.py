@@ -40,7 +40,10 @@ class MeshError(Exception):
 
 
 class Mesh:
-    def __init__(self, config: MeshConfig, data_dir: Path, send: Any, host: str,
+    """`host` None: the box listens on all addresses and follows its links (a box that
+    boots before its cable or Wi-Fi is up joins as soon as an address appears)."""
+
+    def __init__(self, config: MeshConfig, data_dir: Path, send: Any, host: str | None,
                  port: int) -> None:
         try:
             self.identity = NodeIdentity.load(data_dir, ca_cert=config.ca_cert,
@@ -48,16 +51,39 @@ class Mesh:
         except IdentityError as exc:
             raise MeshError(str(exc)) from None
         self.config = config
-        self.contact = f"sip:{_host(host)}:{port}"  # where other boxes send calls for our phones
-        settings = OverlaySettings(name=config.overlay, transport=config.transport)
-        self.service = OverlayService(self.identity, settings, send, host, port)
+        self.follow_links = host is None
+        self._send, self._port = send, port
+        self._published: set[str] = set()
+        self.service = self._new_service(host or primary_address(config.interfaces))
         self.discovery = Discovery(
             self.identity.node_id_hex, port, self._on_peer, overlay=config.overlay,
             interfaces=config.interfaces, enabled=config.discovery, data_dir=data_dir,
             seeds=config.seeds,
         )
-        self.links = LinkWatcher(self.discovery.links_changed) if config.discovery else None
+        self.links = LinkWatcher(self._links_changed)
         self._found: dict[str, tuple[float, list[str]]] = {}
+
+    def _new_service(self, host: str) -> OverlayService:
+        self.contact = f"sip:{_host(host)}:{self._port}"  # where boxes send calls for our phones
+        settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
+        return OverlayService(self.identity, settings, self._send, host, self._port)
+
+    async def _links_changed(self, addresses: dict[str, list[str]]) -> None:
+        self.discovery.links_changed(addresses)
+        if not self.follow_links:
+            return
+        host = primary_address(self.config.interfaces, addresses)
+        if host == self.service.ref.host:
+            return
+        # Our address is part of our place on the ring: leave, and come back with the new one.
+        log.info("address changed from %s to %s: rejoining the overlay",
+                 self.service.ref.host, host)
+        await self.service.stop()
+        self.service = self._new_service(host)
+        self.service.start()
+        self._found.clear()
+        for extension in self._published:
+            self.service.publish(extension, self.contact)
 
     @property
     def node_id_hex(self) -> str:
@@ -66,12 +92,10 @@ class Mesh:
     async def start(self) -> None:
         self.service.start()
         await self.discovery.start()
-        if self.links is not None:
-            await self.links.start()
+        await self.links.start()
 
     async def stop(self) -> None:
-        if self.links is not None:
-            await self.links.stop()
+        await self.links.stop()
         await self.discovery.stop()
         await self.service.stop()
 
@@ -93,9 +117,11 @@ class Mesh:
 
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:
+        self._published.add(extension)
         self.service.publish(extension, self.contact)
 
     def withdraw(self, extension: str) -> None:
+        self._published.discard(extension)
         self.service.withdraw(extension, self.contact)
 
     async def find(self, extension: str) -> list[str]:
@@ -121,10 +147,16 @@ class Mesh:
         }
 
 
-def primary_address() -> str:
-    """The address other boxes reach this one at: the first non-loopback IPv4 address."""
-    for addresses in snapshot().values():
-        for ip in addresses:
+def primary_address(interfaces: list[str] | None = None,
+                    addresses: dict[str, list[str]] | None = None) -> str:
+    """The address other boxes reach this one at: the first non-loopback IPv4 address
+    (of the chosen interfaces); loopback while the box has no link at all."""
+    if addresses is None:
+        addresses = snapshot()
+    for name in sorted(addresses):
+        if interfaces and name not in interfaces:
+            continue
+        for ip in addresses[name]:
             if "." in ip and not ip.startswith("127."):
                 return ip
     return "127.0.0.1"

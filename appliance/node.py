@@ -21,7 +21,7 @@ from overlay.sip.transport import SendError, SipTransport
 from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
-from .mesh import Mesh, MeshConfig, MeshError, primary_address
+from .mesh import Mesh, MeshConfig, MeshError
 from .proxy import Proxy
 from .registrar import Location
 from .users import load_users
@@ -109,7 +109,7 @@ class Node:
 
     async def _start_mesh(self) -> None:
         c = self.config
-        host = c.bind if c.bind not in ("0.0.0.0", "::", "") else primary_address()
+        host = c.bind if c.bind not in ("0.0.0.0", "::", "") else None
         mesh_config = MeshConfig(c.overlay, c.discovery, c.interfaces or None, c.seeds,
                                  c.ca_cert, c.node_cert, c.overlay_transport)
         try:
@@ -123,7 +123,8 @@ class Node:
             self._on_extension(extension, present)
         self._pending_publish.clear()
         log.info("overlay %r: node %s at %s:%d, %s mode, discovery %s", c.overlay,
-                 self.mesh.node_id_hex[:16], host, self.transport.local_port,
+                 self.mesh.node_id_hex[:16], self.mesh.service.ref.host,
+                 self.transport.local_port,
                  self.mesh.identity.mode, "on" if c.discovery else "off")
 
     def _on_extension(self, extension: str, present: bool) -> None:
