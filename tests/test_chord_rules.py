@@ -28,6 +28,7 @@ from overlay.chord.messages import (
     Transfer,
 )
 from overlay.chord.node import (
+    CERTIFICATE_NEEDED,
     JOINING,
     LEFT,
     MEMBER,
@@ -477,3 +478,158 @@ def test_real_ed25519_signer_from_identity_plugs_in() -> None:
     store.receive(Store(src=alice.ref, txn=1, records=(rec, forged)), 0.0)
     [(_, st)] = sent(store, Stored)
     assert (st.accepted, st.rejected) == (1, 1)
+
+
+# ----------------------------------------------------------------------------- cadence
+
+
+def test_certificate_needed_error_resends_the_request_once() -> None:
+    a = node(1)
+    a.successors = [ref(5)]
+    [(dest, gn)] = stabilize_now(a, 1.0)
+    # 5 restarted and lacks our certificate: the same request goes again at once
+    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED, reason="Certificate Needed"),
+              1.05)
+    [(dest2, again)] = sent(a)
+    assert dest2 == ref(5) and again == gn and a.stats["certificate_resends"] == 1
+    # a second one is an answer like any Error (no loop): the request is over
+    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED), 1.1)
+    assert sent(a) == [] and gn.txn not in a._pending
+    assert a.successors == [ref(5)]  # an answer proves 5 alive: nothing dropped
+
+
+def _drive(n: ChordNode, until: float, answer) -> list[float]:
+    """Fire n's timers up to `until`, answering each request it sends with
+    answer(time, dest, msg) (None: no answer); returns the times GetNeighbors went out."""
+    times = []
+    while (t := n.get_timer()) is not None and t <= until:
+        n.handle_timer(t)
+        out = n.messages_to_send()
+        while out:
+            dest, msg = out.pop(0)
+            if isinstance(msg, GetNeighbors):
+                times.append(t)
+            r = answer(t, dest, msg)
+            if r is not None:
+                n.receive(r, t)
+                out += n.messages_to_send()
+    return times
+
+
+def test_stabilize_backs_off_while_stable_and_speeds_up_on_change() -> None:
+    a = node(1)
+    a.successors = [ref(5)]
+    view = {"succ": (ref(9),)}
+
+    def answer(t, dest, msg):
+        if isinstance(msg, GetNeighbors):
+            return reply(msg, Neighbors, dest, predecessor=a.ref, successors=view["succ"])
+        if isinstance(msg, FindSuccessor):  # fix-fingers: 13 answers for everything
+            return reply(msg, Found, dest, key=msg.key, successors=(ref(13),))
+        return reply(msg, Pong if isinstance(msg, Ping) else Ack, dest)
+
+    times = _drive(a, 60.0, answer)
+    gaps = [b - x for x, b in zip(times, times[1:], strict=False)]
+    c = a.config
+    assert all(g <= c.stabilize_max * (1 + c.jitter) + 1e-9 for g in gaps)
+    assert gaps[-1] >= c.stabilize_max * (1 - c.jitter)  # backed off to the cap
+    assert any(1.5 < g < 3 for g in gaps) and any(3 < g < 5 for g in gaps)  # by doubling
+    # the successor's view changes: the next rounds come at the fast rate again
+    view["succ"] = (ref(8),)
+    end = times[-1]
+    later = _drive(a, end + 30.0, answer)
+    assert later[1] - later[0] <= c.stabilize_interval * (1 + c.jitter) + 1e-9
+    assert [s.id // K for s in a.successors] == [5, 8]
+
+
+def test_a_node_whose_view_changed_pokes_its_predecessor() -> None:
+    c = node(10)
+    c.predecessor = ref(2)
+    c.successors = [ref(12)]
+    [(_, gn)] = stabilize_now(c, 1.0)
+    c.receive(reply(gn, Neighbors, ref(12), predecessor=c.ref, successors=(ref(14),)), 1.0)
+    run_timer(c, 1.0)
+    pokes = sent(c, Ping)
+    assert [d for d, _ in pokes] == [ref(2)] and c.stats["pokes_sent"] == 1
+    # a node joined between 2 and us: 2 (the old predecessor) should adopt it
+    c.receive(Notify(src=ref(6), txn=50), 2.0)
+    run_timer(c, 2.0)
+    assert c.predecessor == ref(6) and [d for d, _ in sent(c, Ping)] == [ref(2)]
+    # pokes are batched: one more change right after waits for half a fast round
+    c.receive(Leave(src=ref(12), txn=51, predecessor=c.ref), 2.1)
+    run_timer(c, 2.3)
+    assert sent(c, Ping) == [] and c.stats["pokes_sent"] == 2
+    run_timer(c, 2.6)
+    assert ref(6) in [d for d, _ in sent(c, Ping)] and c.stats["pokes_sent"] == 3
+
+
+def test_a_ping_from_the_first_successor_makes_a_node_stabilize_at_once() -> None:
+    b = node(4)
+    b.successors = [ref(8)]
+    b.predecessor = ref(1)
+    b._stab_calm = 10
+    b._periodic("stabilize", 100.0)  # backed off: next round far away
+    b.receive(Ping(src=ref(12), txn=1), 10.0)  # not our successor: just a pong
+    assert [type(m) for _, m in sent(b)] == [Pong] and b._due["stabilize"] == 100.0
+    b.receive(Ping(src=ref(8), txn=2), 10.0)
+    assert [type(m) for _, m in sent(b)] == [Pong] and b._due["stabilize"] <= 10.05
+    run_timer(b, 10.05)
+    assert [d for d, _ in sent(b, GetNeighbors)] == [ref(8)] and b._stab_calm == 1
+
+
+def test_a_notify_from_a_new_node_brings_stabilize_back_to_the_fast_rate() -> None:
+    c = node(10)
+    c.predecessor = ref(6)
+    c.successors = [ref(1)]
+    c._stab_calm = 10
+    c._periodic("stabilize", 100.0)
+    c.receive(Notify(src=ref(6), txn=1), 5.0)  # our own predecessor: nothing new
+    assert c._due["stabilize"] == 100.0
+    c.receive(Notify(src=ref(3), txn=2), 5.0)  # not between 6 and 10: ping 6 first...
+    assert c.predecessor == ref(6)
+    assert c._stab_calm == 0 and c._due["stabilize"] <= 5.0 + 1.1  # ... and look soon
+    c._periodic("stabilize", 100.0)
+    c.learn_peer(ref(13), 6.0)  # discovery: someone not in our tables
+    assert c._due["stabilize"] <= 6.0 + 1.1
+
+
+def test_a_backed_off_predecessor_is_not_pinged_but_a_silent_one_is() -> None:
+    c = node(10)
+    c.predecessor = ref(6)
+    c.successors = [ref(1)]
+    c._pred_heard = 0.0
+    c._touch(7.0)  # silent for most of a backed-off round: fine
+    c._check_predecessor()
+    assert sent(c, Ping) == []
+    c._touch(12.0)  # longer than its slowest round: ask
+    c._check_predecessor()
+    assert [d for d, _ in sent(c, Ping)] == [ref(6)]
+
+
+def test_fix_fingers_checks_a_finger_by_asking_it() -> None:
+    a = node(1)
+    a.successors = [ref(2)]
+    a.predecessor = ref(15)
+    a._learn_finger(ref(4))  # the finger for targets 2K and 3K away
+    key = 3 * K  # 1K + 2K: the first target past the successor list
+    a._fix_fingers()
+    [(dest, fs)] = sent(a, FindSuccessor)
+    assert dest == ref(4) and fs.key == key and not fs.recursive
+    a.receive(reply(fs, Found, ref(4), key=key, successors=(ref(4), ref(5))), 0.1)
+    assert sent(a) == [] and a.fingers[a._finger_cursor - 1] == ref(4)  # one hop, no change
+    # a finger that answers anything but "it is me" means: look the target up as usual
+    a._finger_cursor = 0
+    a._fix_fingers()
+    [(_, fs)] = sent(a, FindSuccessor)
+    a.receive(reply(fs, Redirect, ref(4), key=key, closer=(ref(3),)), 0.2)
+    [(dest, fs2)] = sent(a, FindSuccessor)
+    assert fs2.key == key and fs2.txn != fs.txn  # a fresh lookup from our own tables
+    a.receive(reply(fs2, Found, dest, key=key, successors=(ref(3), ref(4))), 0.3)
+    assert a.fingers[a._finger_cursor - 1] == ref(3) and a._fingers_changed
+    # a finger that does not answer is dropped, and the target looked up
+    a._finger_cursor = 0
+    a._fix_fingers()
+    [(dest, fs3)] = sent(a, FindSuccessor)
+    assert dest == ref(3)
+    run_timer(a, 1.0)
+    assert ref(3) not in a._unique_fingers() and sent(a, FindSuccessor)

@@ -59,7 +59,9 @@ def mixed(seed: int, top: int, loss_phase: float = 0.03) -> list[S.Action]:
 def test_long_mixed_simulation_keeps_every_invariant(seed: int) -> None:
     result = S.run(seed, mixed(seed, 45))
     _ok(result)
-    assert result.summary["steps"] > 20_000
+    # (was 20_000 before stabilize backed off on stable stretches and changes were carried
+    # back by pokes: the run now converges sooner and sends fewer messages, ~20-21k steps)
+    assert result.summary["steps"] > 15_000
     assert result.summary["checks"] > 500
     assert result.summary["success_rate"] >= 0.99  # some lookups start as the cut happens
 
@@ -68,7 +70,8 @@ def test_checker_after_literally_every_step() -> None:
     result = S.run(4, mixed(4, 30), check_every_step=True)
     _ok(result)
     # (plus one extra check each time strict checking resumes after a heal)
-    assert result.summary["checks"] >= result.summary["steps"] > 15_000
+    # (steps was > 15_000 before the adaptive cadence; ~14k now, see above)
+    assert result.summary["checks"] >= result.summary["steps"] > 10_000
 
 
 def test_larger_mixed_simulation() -> None:
@@ -257,3 +260,55 @@ def test_same_seed_same_run() -> None:
     two = S.run(9, S.churn(9, 15, duration=20.0))
     assert one.log == two.log and one.trace == two.trace
     assert one.summary == two.summary
+
+
+# ----------------------------------------------------------------------------- cadence
+
+
+@pytest.mark.parametrize("n", [20, 50])
+def test_a_stable_ring_is_quiet(n: int) -> None:
+    """Once nothing changes, no list flaps, stabilize runs at its slowest rate and
+    fingers are re-checked rarely (20: one full-mesh ring; 50: log-sized lists)."""
+    sim = Simulation(seed=n)
+    sim.build_ring(n)
+    sim.run_for(150)
+    versions = {x.id: x.version for x in sim.members()}
+    by0 = dict(sim.stats.by_type)
+    sim.run_for(60)
+    assert {x.id: x.version for x in sim.members()} == versions
+    rate = {k: (v - by0.get(k, 0)) / n / 60 for k, v in sim.stats.by_type.items()}
+    cfg = sim.config
+    assert rate["GetNeighbors"] <= 1.05 / (cfg.stabilize_max * (1 - cfg.jitter))
+    assert rate.get("FindSuccessor", 0) <= 2 / cfg.fix_fingers_max
+    assert rate.get("Ping", 0) == 0 and rate.get("Notify", 0) == 0
+    assert not sim.violations and not sim.converged()
+
+
+def test_a_crash_on_a_quiet_ring_is_found_by_the_next_stabilize_and_retries() -> None:
+    sim = Simulation(seed=3)
+    sim.build_ring(40)
+    sim.run_for(150)  # backed off to stabilize_max
+    ring = sorted(sim.members(), key=lambda x: x.id)
+    victim, pred = ring[7], ring[6]
+    sim.crash(sim.labels[victim.id])
+    start = sim.now
+    while any(x.id == victim.id for x in pred.successors):
+        sim.run_for(0.1)
+    cfg = sim.config
+    slowest = cfg.stabilize_max * (1 + cfg.jitter) + cfg.attempts * cfg.rto
+    assert sim.now - start <= slowest + 0.2
+    took = sim.run_until_converged(30, poll=0.5)
+    assert took is not None and sim.now - start <= slowest + 5
+    assert not sim.violations
+
+
+def test_a_join_into_a_quiet_full_mesh_travels_round_at_message_speed() -> None:
+    """Every node of a full mesh must learn of a newcomer. Backed-off nodes would take
+    a slow round each, one after the other; pokes carry the change back at once."""
+    sim = Simulation(seed=4)
+    sim.build_ring(24)
+    sim.run_for(150)
+    sim.add_node()
+    took = sim.run_until_converged(60, poll=0.5)
+    assert took is not None and took <= 6, took
+    assert not sim.violations

@@ -462,3 +462,315 @@ def test_dropped_or_added_signed_header_refused(msg: m.Message, header: str) -> 
                                .encode() + b"\r\nDHT-Certificate", 1)
     with pytest.raises(WireError):
         WireCodec(B_ID, OVERLAY).decode(changed, NOW)
+
+
+# ------------------------------------------------------- certificate on first contact only
+
+
+def _cert_of(data: bytes) -> bool:
+    return b"\r\nDHT-Certificate: " in data
+
+
+def warm(**kw: object) -> tuple[WireCodec, WireCodec]:
+    """A and B after one exchange: each holds the other's certificate and knows it."""
+    ca, cb = codecs(**kw)
+    cb.decode(ca.encode(m.Ping(src=A, txn=1, overlay=OVERLAY), B, NOW), NOW)
+    ca.decode(cb.encode(m.Pong(src=B, txn=1, overlay=OVERLAY), A, NOW), NOW)
+    cb.decode(ca.encode(m.Ping(src=A, txn=2, overlay=OVERLAY), B, NOW), NOW)
+    return ca, cb
+
+
+def test_certificate_goes_on_first_contact_only() -> None:
+    ca, cb = codecs()
+    first = ca.encode(m.GetNeighbors(src=A, txn=1, overlay=OVERLAY), B, NOW)
+    assert _cert_of(first) and f"DHT-Cert-Id: {ca.cert_id}\r\n".encode() in first
+    got = cb.decode(first, NOW)
+    # B holds A's certificate now and says so; its answer still carries B's own
+    answer = cb.encode(m.Neighbors(src=B, txn=got.txn, overlay=OVERLAY, predecessor=None,
+                                   successors=(A,)), A, NOW)
+    assert _cert_of(answer) and f";peer={ca.cert_id}".encode() in answer
+    ca.decode(answer, NOW)
+    assert ca.peer_has_certificate(B.id) and not cb.peer_has_certificate(A.id)
+    later = ca.encode(m.GetNeighbors(src=A, txn=2, overlay=OVERLAY), B, NOW + 1)
+    assert not _cert_of(later) and f";peer={cb.cert_id}".encode() in later
+    assert cb.decode(later, NOW + 1) == m.GetNeighbors(src=A, txn=2, overlay=OVERLAY)
+    assert cb.peer_has_certificate(A.id)  # A said it holds B's: B leaves its own out too
+    reply = cb.encode(m.Pong(src=B, txn=2, overlay=OVERLAY), A, NOW + 1)
+    assert not _cert_of(reply) and len(reply) < len(answer) - 400
+    ca.decode(reply, NOW + 1)
+    assert ca.counters["certificates_omitted"] == 1 and ca.counters["certificates_sent"] == 1
+    assert ca.counters["certificate_needed"] == cb.counters["certificate_needed"] == 0
+
+
+def test_every_message_type_round_trips_without_certificate() -> None:
+    ca, cb = warm()
+    for msg, dst in samples():
+        data = ca.encode(msg, dst, NOW)
+        assert not _cert_of(data), type(msg).__name__
+        assert cb.decode(data, NOW) == msg
+
+
+def test_restarted_receiver_asks_for_the_certificate_and_the_resend_works() -> None:
+    ca, cb = warm()
+    ping = m.Ping(src=A, txn=7, overlay=OVERLAY)
+    data = ca.encode(ping, B, NOW)
+    assert not _cert_of(data)
+    cb = WireCodec(B_ID, OVERLAY)  # B restarted: it holds no certificate
+    with pytest.raises(WireError) as info:
+        cb.decode(data, NOW)
+    assert info.value.reason == "certificate_needed" and cb.counters["certificate_needed"] == 1
+    assert info.value.message == ping  # what it claims: only good to address the answer
+    assert cb.counters["accepted"] == 0
+    answer = cb.refusal_answer(info.value, B, NOW, source=("10.0.0.1", 5060))
+    assert answer is not None
+    out, to = answer
+    assert to == ("10.0.0.1", 5060) and out.startswith(b"SIP/2.0 428 Certificate Needed\r\n")
+    error = ca.decode(out, NOW)
+    assert isinstance(error, m.Error) and error.code == 428 and error.txn == 7
+    assert not ca.peer_has_certificate(B.id)  # B's answer did not claim to hold A's
+    again = ca.encode(ping, B, NOW + 0.1)  # the node sends the same request again
+    assert _cert_of(again)
+    assert cb.decode(again, NOW + 0.1) == ping
+
+
+def test_a_retransmission_carries_the_certificate_even_without_a_428() -> None:
+    """The peer lost our certificate and its answer (428) was lost, or its node does not
+    send one: what we send after it stayed silent for a while carries the certificate."""
+    ca, cb = warm()
+    ping = m.Ping(src=A, txn=7, overlay=OVERLAY)
+    cb = WireCodec(B_ID, OVERLAY)  # B restarted
+    first = ca.encode(ping, B, NOW)
+    assert not _cert_of(first)
+    with pytest.raises(WireError, match="certificate_needed"):
+        cb.decode(first, NOW)
+    # another message right after: B may simply not have answered yet
+    assert not _cert_of(ca.encode(m.Notify(src=A, txn=8, overlay=OVERLAY), B, NOW + 0.1))
+    retry = ca.encode(ping, B, NOW + 0.5)  # the node's retransmission, one rto later
+    assert _cert_of(retry)
+    assert cb.decode(retry, NOW + 0.5) == ping
+    # B's answer says it holds A's certificate now: A leaves it out again
+    ca.decode(cb.encode(m.Pong(src=B, txn=7, overlay=OVERLAY), A, NOW + 0.6), NOW + 0.6)
+    nine = ca.encode(m.Ping(src=A, txn=9, overlay=OVERLAY), B, NOW + 0.7)
+    assert not _cert_of(nine)
+    cb.decode(nine, NOW + 0.7)
+    ca.decode(cb.encode(m.Pong(src=B, txn=9, overlay=OVERLAY), A, NOW + 0.8), NOW + 0.8)
+    # a peer that keeps answering never gets the certificate again
+    for i in range(5):
+        t = NOW + 2 + i
+        got = cb.decode(ca.encode(m.Ping(src=A, txn=20 + i, overlay=OVERLAY), B, t), t)
+        ca.decode(cb.encode(m.Pong(src=B, txn=got.txn, overlay=OVERLAY), A, t + 0.01), t + 0.01)
+    assert ca.counters["certificates_sent"] == 2  # the first contact and the retry
+    # an answer expects no answer: a request long after it still goes without
+    got = ca.decode(cb.encode(m.Ping(src=B, txn=40, overlay=OVERLAY), A, NOW + 10), NOW + 10)
+    assert not _cert_of(ca.encode(m.Pong(src=A, txn=got.txn, overlay=OVERLAY), B, NOW + 10))
+    assert not _cert_of(ca.encode(m.Ping(src=A, txn=41, overlay=OVERLAY), B, NOW + 20))
+
+
+def test_restarted_sender_sends_its_certificate_again() -> None:
+    _, cb = warm()
+    ca = WireCodec(A_ID, OVERLAY)
+    data = ca.encode(m.Ping(src=A, txn=9, overlay=OVERLAY), B, NOW)
+    assert _cert_of(data) and b";peer=" not in data
+    cb.decode(data, NOW)
+    # A no longer holds B's certificate: B's answers carry it again
+    assert not cb.peer_has_certificate(A.id)
+    assert _cert_of(cb.encode(m.Pong(src=B, txn=9, overlay=OVERLAY), A, NOW))
+
+
+def test_unverifiable_response_makes_the_retransmission_carry_the_certificate() -> None:
+    """Both sides lost each other's certificate: B's answer cannot be verified by A
+    either; A forgets that B holds its certificate, so its retry carries it."""
+    ca, cb = warm()
+    ca._certs.clear()  # A dropped B's certificate (cache full)
+    pong = cb.encode(m.Pong(src=B, txn=3, overlay=OVERLAY), A, NOW)  # no certificate
+    with pytest.raises(WireError) as info:
+        ca.decode(pong, NOW)
+    assert info.value.reason == "certificate_needed"
+    assert cb.refusal_answer(info.value, B, NOW, source=("10.0.0.2", 5070)) is None  # response
+    retry = ca.encode(m.Ping(src=A, txn=3, overlay=OVERLAY), B, NOW)
+    assert b";peer=" not in retry  # A says it lacks B's: B's answer will carry it
+    cb.decode(retry, NOW)
+    assert _cert_of(cb.encode(m.Pong(src=B, txn=3, overlay=OVERLAY), A, NOW))
+
+
+def test_forged_certificate_ids_are_refused() -> None:
+    ca, cb = warm()
+    cc = WireCodec(C_ID, OVERLAY)
+    cb.decode(cc.encode(m.Ping(src=C, txn=1, overlay=OVERLAY), B, NOW), NOW)  # B holds C's
+    data = ca.encode(m.Ping(src=A, txn=5, overlay=OVERLAY), B, NOW)
+    assert not _cert_of(data)
+    # C re-signs A's message (naming A's certificate): A's key does not verify it
+    with pytest.raises(WireError) as info:
+        cb.decode(_resign(data, C_ID), NOW)
+    assert info.value.reason == "signature"
+    # C names its own certificate for A's Node-ID: not the one B holds for A
+    own = (f"DHT-Cert-Id: {ca.cert_id}".encode(), f"DHT-Cert-Id: {cc.cert_id}".encode())
+    with pytest.raises(WireError) as info:
+        cb.decode(_resign(data, C_ID, own=own), NOW)
+    assert info.value.reason == "certificate_needed" and cb.counters["accepted"] == 3
+    # a made-up id: unknown, so never accepted
+    made_up = (f"DHT-Cert-Id: {ca.cert_id}".encode(), b"DHT-Cert-Id: AAAAAAAAAAAAAAAA")
+    with pytest.raises(WireError, match="certificate_needed"):
+        cb.decode(_resign(data, C_ID, made_up=made_up), NOW)
+    # a certificate beside an id that is not its own
+    first = WireCodec(A_ID, OVERLAY).encode(m.Ping(src=A, txn=6, overlay=OVERLAY), B, NOW)
+    wrong = _resign(first, A_ID, cid=(f"DHT-Cert-Id: {ca.cert_id}".encode(),
+                                       f"DHT-Cert-Id: {cc.cert_id}".encode()))
+    with pytest.raises(WireError) as info:
+        WireCodec(B_ID, OVERLAY).decode(wrong, NOW)
+    assert info.value.reason == "certificate"
+    # C's certificate (whose id C names) with A's Node-ID: its key is not A's
+    c_cert = _b64e(C_ID.certificate_der).encode()
+    a_cert = _b64e(A_ID.certificate_der).encode()
+    swapped = _resign(first, C_ID, cert=(a_cert, c_cert), cid=(
+        f"DHT-Cert-Id: {ca.cert_id}".encode(), f"DHT-Cert-Id: {cc.cert_id}".encode()))
+    with pytest.raises(WireError) as info:
+        WireCodec(B_ID, OVERLAY).decode(swapped, NOW)
+    assert info.value.reason == "certificate"
+    # none of this displaced A's certificate: A's own next message is accepted
+    cb.decode(ca.encode(m.Ping(src=A, txn=8, overlay=OVERLAY), B, NOW), NOW)
+
+
+@pytest.mark.parametrize("sample", range(len(samples())))
+def test_tampering_a_message_without_certificate_is_refused(sample: int) -> None:
+    msg, dst = samples()[sample]
+    ca, cb = warm()
+    data = ca.encode(msg, dst, NOW)
+    assert not _cert_of(data)
+    body_start = data.index(b"\r\n\r\n") + 4
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x01
+        cb._seen.clear()  # every variant is judged on its own, not as a replay
+        try:
+            got = cb.decode(bytes(bad), NOW)
+        except WireError:
+            continue
+        line = _line_of(data, i) if i < body_start else "<body>"
+        assert line in ("Via", "Max-Forwards", "Content-Length", SIG_HEADER), (i, line)
+        assert got == msg
+
+
+def test_a_message_without_certificate_or_id_is_refused() -> None:
+    ca, cb = warm()
+    data = ca.encode(m.Ping(src=A, txn=4, overlay=OVERLAY), B, NOW)
+    stripped = _resign(re.sub(rb"DHT-Cert-Id: [^\r]*\r\n", b"", data), A_ID)
+    with pytest.raises(WireError) as info:
+        cb.decode(stripped, NOW)
+    assert info.value.reason == "certificate" and info.value.message is None
+    line = re.search(rb"DHT-Cert-Id: [^\r]*\r\n", data).group()  # type: ignore[union-attr]
+    with pytest.raises(WireError, match="certificate"):
+        cb.decode(_resign(data.replace(line, line + line), A_ID), NOW)
+
+
+def test_peers_without_certificate_ids_always_get_the_certificate() -> None:
+    """A codec that predates DHT-Cert-Id sends the certificate and never says it holds
+    ours: it is understood, and our messages to it always carry the certificate."""
+    ca, cb = codecs()
+    for txn in range(3):
+        # what an old codec sends: always the certificate, never DHT-Cert-Id
+        data = WireCodec(A_ID, OVERLAY).encode(m.Ping(src=A, txn=txn, overlay=OVERLAY), B, NOW)
+        old_style = _resign(re.sub(rb"DHT-Cert-Id: [^\r]*\r\n", b"", data), A_ID)
+        assert cb.decode(old_style, NOW) == m.Ping(src=A, txn=txn, overlay=OVERLAY)
+        answer = cb.encode(m.Pong(src=B, txn=txn, overlay=OVERLAY), A, NOW)
+        assert _cert_of(answer)
+        ca.decode(answer, NOW)
+        assert not cb.peer_has_certificate(A.id)
+
+
+def test_certificate_caches_are_bounded() -> None:
+    ids = [NodeIdentity.generate() for _ in range(3)]
+    cb = WireCodec(B_ID, OVERLAY, certificate_cache=2)
+    peers = []
+    for i, ident in enumerate(ids):
+        ref = m.NodeRef(ident.node_id, f"10.0.1.{i}", 5060)
+        codec = WireCodec(ident, OVERLAY)
+        cb.decode(codec.encode(m.Ping(src=ref, txn=1, overlay=OVERLAY), B, NOW), NOW)
+        codec.decode(cb.encode(m.Pong(src=B, txn=1, overlay=OVERLAY), ref, NOW), NOW)
+        cb.decode(codec.encode(m.Ping(src=ref, txn=2, overlay=OVERLAY), B, NOW), NOW)
+        peers.append((ref, codec))
+    assert len(cb._certs) == 2 and len(cb._known_by) == 2
+    (ref0, codec0), (ref2, codec2) = peers[0], peers[2]
+    with pytest.raises(WireError, match="certificate_needed"):  # the oldest went first
+        cb.decode(codec0.encode(m.Ping(src=ref0, txn=3, overlay=OVERLAY), B, NOW), NOW)
+    cb.decode(codec2.encode(m.Ping(src=ref2, txn=3, overlay=OVERLAY), B, NOW), NOW)
+    assert _cert_of(cb.encode(m.Pong(src=B, txn=3, overlay=OVERLAY), ref0, NOW))
+
+
+def test_validity_is_still_checked_for_a_held_certificate() -> None:
+    ca, cb = warm(check_validity=True)
+    data = ca.encode(m.Ping(src=A, txn=5, overlay=OVERLAY), B, NOW)
+    assert not _cert_of(data)
+    assert cb.decode(data, NOW) == m.Ping(src=A, txn=5, overlay=OVERLAY)
+
+
+def test_refusal_answers() -> None:
+    ca, _ = codecs()
+    cb = WireCodec(B_ID, OVERLAY, follow_clock=False, answer_rate=2)
+    late = ca.encode(m.Ping(src=A, txn=1, overlay=OVERLAY), B, NOW - 300)
+    with pytest.raises(WireError) as info:
+        cb.decode(late, NOW)
+    out, to = cb.refusal_answer(info.value, B, NOW, source=("192.0.2.9", 9))  # type: ignore[misc]
+    assert to == (A.host, A.port)  # authentic: its own address
+    assert out.startswith(b"SIP/2.0 403 Stale Date\r\n")
+    late_answer = cb.encode(m.Pong(src=B, txn=1, overlay=OVERLAY), A, NOW)
+    with pytest.raises(WireError) as info:
+        WireCodec(A_ID, OVERLAY, follow_clock=False).decode(late_answer, NOW + 300)
+    assert cb.refusal_answer(info.value, B, NOW) is None  # never answer a response
+    # unverifiable requests: answered at most answer_rate per second, only to the source
+    aw, _ = warm()
+    cb = WireCodec(B_ID, OVERLAY, answer_rate=2)  # holds no certificate
+    refused = []
+    for txn in range(5):
+        with pytest.raises(WireError) as info:
+            cb.decode(aw.encode(m.Ping(src=A, txn=10 + txn, overlay=OVERLAY), B, NOW), NOW)
+        refused.append(info.value)
+    assert cb.refusal_answer(refused[0], B, NOW) is None  # no source: no answer
+    got = [cb.refusal_answer(e, B, NOW + 0.01, source=("10.0.0.1", 5060)) for e in refused]
+    assert sum(g is not None for g in got) == 2 and cb.counters["answers_limited"] == 3
+    assert cb.refusal_answer(refused[4], B, NOW + 1, source=("10.0.0.1", 5060)) is not None
+    # a request for another node that cannot be verified is not even described
+    aw._known_by[C.id] = float("inf")  # A believes C holds its certificate: none goes
+    to_c = aw.encode(m.Ping(src=A, txn=20, overlay=OVERLAY), C, NOW)
+    assert not _cert_of(to_c)
+    with pytest.raises(WireError) as info:
+        cb.decode(to_c, NOW)
+    assert info.value.reason == "misdirected" and info.value.message is None
+
+
+def test_certificate_needed_code_is_the_one_the_node_resends_on() -> None:
+    from overlay.chord.node import CERTIFICATE_NEEDED
+    from overlay.chord.wire import CERT_NEEDED
+
+    assert CERT_NEEDED == CERTIFICATE_NEEDED
+
+
+def test_a_chord_node_gets_through_a_restarted_peer() -> None:
+    """End to end: a node's stabilize request meets a peer that restarted (it lost A's
+    certificate), is answered 428, sent again with the certificate, and answered."""
+    from overlay.chord.node import ChordConfig, ChordNode
+
+    ca, cb = warm()
+    node = ChordNode(A, A_ID.record_signer, config=ChordConfig(overlay=OVERLAY))
+    node.successors = [B]
+    node.messages_to_send()
+    node._stabilize()
+    [(dst, req)] = node.messages_to_send()
+    wire = ca.encode(req, dst, NOW)
+    assert not _cert_of(wire)
+    cb = WireCodec(B_ID, OVERLAY)  # B restarted
+    with pytest.raises(WireError) as info:
+        cb.decode(wire, NOW)
+    out, _ = cb.refusal_answer(info.value, B, NOW, source=(A.host, A.port))  # type: ignore[misc]
+    node.receive(ca.decode(out, NOW), 0.01)
+    [(dst, again)] = node.messages_to_send()
+    assert again == req  # the same request (same txn) ...
+    wire = ca.encode(again, dst, NOW + 0.01)
+    assert _cert_of(wire)  # ... now with A's certificate
+    got = cb.decode(wire, NOW + 0.01)
+    after_b = m.NodeRef((B.id + 1) % (1 << 128), "10.0.0.3", 5060)
+    answer = cb.encode(m.Neighbors(src=B, txn=got.txn, overlay=OVERLAY, predecessor=A,
+                                   successors=(after_b,)), A, NOW + 0.02)
+    node.receive(ca.decode(answer, NOW + 0.02), 0.02)
+    assert [s.id for s in node.successors] == [B.id, after_b.id]
+    assert node.stats["certificate_resends"] == 1 and node.stats["timeouts"] == 0

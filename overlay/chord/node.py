@@ -23,15 +23,26 @@ correct" (IEEE TSE 2017):
   asked at once;
 - rectify (on notify): the predecessor is replaced only when the notifier lies between
   it and this node, or a ping shows the predecessor dead. A predecessor not heard from
-  for 2.5 rounds is pinged, so a dead one (and the range it leaves us) is noticed early;
+  for longer than its slowest round is pinged, so a dead one (and the range it leaves
+  us) is noticed even when nobody notifies us;
 - a joiner, before committing, asks the found successor for its predecessor and moves
   back while that lies between (Zave's join reads a member atomically; over messages
   two joins at one place can race). A join that fails is retried (`join_attempts`),
   then the node stays a ring of one and merges when it learns of a peer. Nodes not on a
   ring yet answer routing requests with Error 503.
+- cadence: stabilize runs every `stabilize_interval` while the neighbourhood changes
+  and backs off (doubling) to `stabilize_max` while it is stable; any change, a dead
+  neighbour, a Notify from a new node, a Leave or learn_peer brings it back. A node whose
+  successor list changed (or that gained a closer predecessor) pings its predecessor
+  (the old one), and a node pinged by its first successor stabilizes at once, so a change
+  travels back along the ring at message speed however far its predecessors backed off
+  (see "adaptive cadence" below). A dead successor is found by the next round plus
+  retries: at most `stabilize_max` (+ jitter) + `attempts` * `rto` on a quiet ring.
 Fingers are an optimisation on top: base-`finger_base` fingers (targets id + j*b^i),
-repaired one lookup per `fix_fingers_interval` and also learnt passively from every node
-that talks to us.
+re-checked one per `fix_fingers_interval` (backing off to `fix_fingers_max` once a full
+cycle changed nothing) by asking the finger itself (one hop; a full lookup when it is not
+the target's successor any more), and also learnt passively from every node that talks
+to us.
 
 Lookups are iterative (the origin asks the best candidate, which answers Found or
 Redirect to closer nodes) or recursive (each hop answers a provisional Ack, forwards, and
@@ -49,7 +60,8 @@ node at or after the key that answered is returned.
 
 Records (see records.py) live at the successor of their key, replicated on the next r-1
 successors: the owner writes the primary and the replicas it was told of; the primary
-pushes new copies at once and all copies every `replica_refresh` seconds; a node hands
+pushes new copies at once and all copies every `replica_refresh` seconds (backing off to
+`replica_refresh_max` while its successor list stays the same); a node hands
 records over when a closer predecessor appears (join, merge) or when it leaves. A copy
 is re-homed (looked up, handed to its primary) when no primary pushed it to us (it came
 as a first copy or a hand-over to a node that is not its primary), when our predecessor
@@ -108,6 +120,10 @@ from .messages import (
 from .records import RecordSigner, RecordStore, StoredRecord, sign_record, verify_record
 
 MASK = ID_SPACE - 1
+_SIZE_SAMPLE = 6  # successors whose span estimates the ring size for the list's length
+# Error code of a node that could not verify our request because it lacks our certificate
+# (overlay.chord.wire.CERT_NEEDED): the codec then adds it, and we send the request again.
+CERTIFICATE_NEEDED = 428
 
 MEMBER = "member"  # on a ring (possibly a ring of one)
 JOINING = "joining"  # looking up its own successor through a bootstrap node
@@ -140,8 +156,10 @@ class ChordConfig:
     full_mesh: int = 32  # rings up to this size: every node lists every other
     max_successors: int = 16  # successor-list cap beyond full_mesh (log2 N grows slowly)
     finger_base: int = 4  # fingers at id + j*b^i, j = 1..b-1
-    stabilize_interval: float = 1.0
-    fix_fingers_interval: float = 2.0
+    stabilize_interval: float = 1.0  # while the neighbourhood changes
+    stabilize_max: float = 8.0  # stable: the interval doubles up to this
+    fix_fingers_interval: float = 2.0  # while lookups find new fingers
+    fix_fingers_max: float = 32.0  # fingers found unchanged: the interval doubles up to this
     rto: float = 0.5  # maintenance request timeout (per try)
     attempts: int = 3  # tries before a neighbour is declared dead
     lookup_timeout: float = 0.5  # per lookup hop (one try, then the next candidate)
@@ -150,8 +168,9 @@ class ChordConfig:
     max_hops: int = 32
     sync_interval: float = 5.0  # replication pass (only new copies are sent)
     sync_delay: float = 0.2  # replication after a change, batched
-    replica_refresh: float = 20.0  # every copy pushed again to every replica
-    orphan_after: float = 50.0  # copy not refreshed by a primary: re-home it
+    replica_refresh: float = 20.0  # every copy pushed again to every replica ...
+    replica_refresh_max: float = 80.0  # ... backing off to this while successors are stable
+    orphan_after: float = 200.0  # copy not refreshed by a primary: re-home it
     refresh_fraction: float = 0.5  # owners re-store records after this part of lifetime
     first_refresh: float = 20.0  # ... and once this soon after a put
     join_attempts: int = 5  # then a lone node (ring of one) that keeps looking
@@ -256,7 +275,7 @@ Event = (
 class _Req:
     __slots__ = (
         "txn", "dest", "msg", "tries", "timeout", "deadline", "on_reply", "on_fail",
-        "provisional",
+        "provisional", "resent",
     )
 
     def __init__(
@@ -278,6 +297,7 @@ class _Req:
         self.on_reply = on_reply
         self.on_fail = on_fail
         self.provisional = provisional
+        self.resent = False  # sent again after an Error 428 (certificate needed)
 
 
 LookupCallback = Callable[["tuple[NodeRef, ...] | None", "_Lookup"], None]
@@ -315,6 +335,11 @@ class _Peer:
         self.ref = ref
         self.due = due
         self.backoff = backoff
+
+
+def _backoff(base: float, cap: float, calm: int) -> float:
+    """`base` for the first two rounds after a change, then doubling up to `cap`."""
+    return min(max(cap, base), base * 2.0 ** min(max(0, calm - 1), 30))
 
 
 _TARGET_CACHE: dict[int, list[int]] = {}
@@ -359,6 +384,7 @@ class ChordNode:
         self.store = RecordStore()
         self.ring_complete = False  # the successor list holds every other node
         self._large = False  # ring bigger than full_mesh: log-sized successor list
+        self._succ_len: int | None = None  # that log-sized length (see _succ_target)
         self._now = now
         self._targets = finger_targets(self.config.finger_base)
         self.fingers: list[NodeRef | None] = [None] * len(self._targets)
@@ -380,6 +406,7 @@ class ChordNode:
         self._owned: dict[tuple[int, int, str], tuple[Record, float]] = {}
         self._sent: dict[int, dict[tuple[int, int, str], int]] = {}
         self._next_full_push = now + self.config.replica_refresh
+        self._push_calm = 0  # full pushes since the successor list last changed
         self._orphan_checks: set[int] = set()
         self._adopting: set[int] = set()
         self._stabilizing = False
@@ -390,12 +417,20 @@ class ChordNode:
         self._join_retry: NodeRef | None = None
         self._recheck_before = -math.inf
         self._pred_heard = now
+        # adaptive cadence: rounds since the neighbourhood (fingers) last changed
+        self._stab_calm = 0
+        self._finger_calm = 0  # fix-finger rounds since a cycle over all fingers was quiet
+        self._fingers_changed = False  # in the current cycle
+        self._fingers_clean = False  # the last full cycle changed nothing
+        self._poke: dict[int, NodeRef] = {}  # predecessors to tell that we changed
+        self._poked_at = -math.inf
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent", "responses_sent", "timeouts", "stray_responses",
                 "dropped_overlay", "dead_declared", "lookups_done", "lookups_failed",
                 "records_rejected", "records_accepted", "adoptions", "learns_routed",
-                "merge_checks", "transfers_sent",
+                "merge_checks", "transfers_sent", "certificate_resends", "pokes_sent",
+                "pokes_received",
             ),
             0,
         )
@@ -609,6 +644,7 @@ class ChordNode:
         if self._in_tables(ref.id):
             return
         self._add_peer(ref, now)
+        self._unsettle()
         self._periodic("merge", min(self._due.get("merge", now), now))
 
     def leave(self, now: float) -> None:
@@ -680,6 +716,13 @@ class ChordNode:
         req = self._pending.get(msg.txn)
         if req is None or req.dest.id != src.id:
             self.stats["stray_responses"] += 1
+            return
+        if isinstance(msg, Error) and msg.code == CERTIFICATE_NEEDED and not req.resent:
+            # The receiver lost our certificate (it restarted, or its cache is full): the
+            # codec has noticed and adds it this time. Once per request, no try used up.
+            req.resent = True
+            self.stats["certificate_resends"] += 1
+            self._transmit(req)
             return
         if req.provisional and isinstance(msg, Ack):
             req.provisional = False
@@ -852,7 +895,26 @@ class ChordNode:
             self._large = False
         if not self._large:
             return max(c.r, c.full_mesh)
-        return max(c.r, min(c.max_successors, math.ceil(math.log2(n))))
+        # about log2 N, with hysteresis: keep the length while log2 of the estimate stays
+        # within [length - 1.5, length + 0.5]
+        t = math.log2(self._size_for_list())
+        length = self._succ_len
+        if length is None or not length - 1.5 <= t <= length + 0.5:
+            length = self._succ_len = math.ceil(t)
+        return max(c.r, min(c.max_successors, length))
+
+    def _size_for_list(self) -> float:
+        """Ring size estimate from the span of the first `_SIZE_SAMPLE` successors only.
+        From the whole list (and without hysteresis), the list's length fed back into its
+        own target (a longer list spans more and can give a smaller estimate, hence a
+        shorter list, and so on): lists flapped between two lengths, each flap a change
+        that kept stabilize at its fast rate and poked the predecessor."""
+        succ = self.successors
+        if self.ring_complete or not succ:
+            return len(succ) + 1.0
+        k = min(len(succ), _SIZE_SAMPLE)
+        span = dist(self.id, succ[k - 1].id)
+        return max(k + 1.0, k * ID_SPACE / max(span, 1))
 
     def _normalize(self, nodes: Iterable[NodeRef]) -> list[NodeRef]:
         """Distinct, not self, sorted clockwise from self (Zave's ordered successor list)."""
@@ -880,6 +942,12 @@ class ChordNode:
             self.join_failed = False
         self._events.append(NeighborsChanged(self.predecessor, tuple(lst)))
         self._schedule_sync()
+        self._unsettle()
+        self._tell_predecessor()
+        self._push_calm = 0
+        self._next_full_push = min(
+            self._next_full_push, self._now + self._jit(self.config.replica_refresh)
+        )
         if not lst and old and self.status == MEMBER:
             self._lost_all_successors()
 
@@ -914,6 +982,9 @@ class ChordNode:
         self.predecessor = node
         self.version += 1
         self._events.append(NeighborsChanged(node, tuple(self.successors)))
+        self._unsettle()
+        if old is not None and node is not None and between(node.id, old.id, self.id):
+            self._tell_predecessor(old)  # a node joined between: old should adopt it
         if node is not None and handover:
             self._hand_over_to_predecessor(old, node)
         # the ring changed next to us: the copies we hold as replicas may now belong to
@@ -949,14 +1020,22 @@ class ChordNode:
     def _periodic_fire(self, kind: str) -> None:
         c = self.config
         if kind == "stabilize":
-            self._periodic(kind, self._now + self._jit(c.stabilize_interval))
+            interval = _backoff(c.stabilize_interval, c.stabilize_max, self._stab_calm)
+            self._stab_calm += 1
+            self._periodic(kind, self._now + self._jit(interval))
             if self.status == MEMBER:
                 self._stabilize()
                 self._check_predecessor()
         elif kind == "fingers":
-            self._periodic(kind, self._now + self._jit(c.fix_fingers_interval))
+            base = c.fix_fingers_interval
+            interval = min(max(c.fix_fingers_max, base), base * 2.0 ** min(self._finger_calm, 30))
+            if self._fingers_clean:
+                self._finger_calm += 1
+            self._periodic(kind, self._now + self._jit(interval))
             if self.status == MEMBER:
                 self._fix_fingers()
+        elif kind == "poke":
+            self._send_pokes()
         elif kind == "sync":
             self._periodic(kind, self._now + self._jit(c.sync_interval))
             if self.status == MEMBER:
@@ -974,6 +1053,67 @@ class ChordNode:
             self._periodic(kind, self._now + 1.0)
             if self.status == MEMBER:
                 self._refresh_owned()
+
+    # ------------------------------------------------------------------ adaptive cadence
+    #
+    # Stabilize runs every `stabilize_interval` while the neighbourhood changes and for two
+    # rounds after, then the interval doubles each quiet round up to `stabilize_max`. Any
+    # change of the successor list or predecessor, a dead neighbour, a Notify from a node
+    # that is not our predecessor, a Leave, learn_peer, or a poke from our successor
+    # brings it back to the fast rate (and the next round forward). Fix-fingers likewise,
+    # between `fix_fingers_interval` and `fix_fingers_max`: fast until a full cycle over
+    # the fingers changed nothing, then doubling each round; fast again when a lookup
+    # finds a different finger or a finger is dropped (it did not answer, or left). The
+    # full replica push backs off from `replica_refresh` to `replica_refresh_max` while
+    # the successor list stays the same.
+    #
+    # A backed-off node learns late what changed further along the ring, and in a full
+    # mesh a join must travel back through every node's list. So a node whose successor
+    # list changed pings its predecessor, and one that gained a closer predecessor pings
+    # the old one (which should adopt the newcomer): a ping from a node's first successor
+    # means "my view changed" (or "are you alive?") and makes it stabilize at once. A
+    # change thus travels back at message speed, as far as it changes lists, and stops.
+
+    def _unsettle(self) -> None:
+        """The neighbourhood changed: stabilize at the fast rate again, starting soon."""
+        self._stab_calm = 0
+        if self.status == MEMBER:
+            soon = self._now + self._jit(self.config.stabilize_interval)
+            if self._due.get("stabilize", math.inf) > soon:
+                self._periodic("stabilize", soon)
+
+    def _unsettle_fingers(self) -> None:
+        self._finger_calm = 0
+        self._fingers_changed = True
+        self._fingers_clean = False
+        if self.status == MEMBER:
+            soon = self._now + self._jit(self.config.fix_fingers_interval)
+            if self._due.get("fingers", math.inf) > soon:
+                self._periodic("fingers", soon)
+
+    def _tell_predecessor(self, *nodes: NodeRef | None) -> None:
+        """Queue a poke for our predecessor (or `nodes`); sent at once, or batched with
+        the next one when we poked less than half a fast round ago."""
+        if self.status != MEMBER:
+            return
+        for x in nodes or (self.predecessor,):
+            if x is not None and x.id != self.id and not self._is_suspect(x.id):
+                self._poke[x.id] = x
+        if not self._poke:
+            return
+        when = max(self._now, self._poked_at + self.config.stabilize_interval / 2)
+        if self._due.get("poke", math.inf) > when:
+            self._periodic("poke", when)
+
+    def _send_pokes(self) -> None:
+        targets, self._poke = list(self._poke.values()), {}
+        if self.status != MEMBER:
+            return
+        self._poked_at = self._now
+        for x in targets:
+            if not self._is_suspect(x.id):
+                self.stats["pokes_sent"] += 1
+                self._request(x, Ping, None, None, attempts=1)
 
     def _stabilize(self) -> None:
         if self._stabilizing:
@@ -1001,14 +1141,22 @@ class ChordNode:
 
         self._request(s, GetNeighbors, ok, fail)
 
+    def _pred_silence(self) -> float:
+        """How long a live predecessor may stay silent: its slowest round and some."""
+        c = self.config
+        slowest = (1 + c.jitter) * max(c.stabilize_max, c.stabilize_interval)
+        return max(2.5 * c.stabilize_interval, slowest + 2 * c.stabilize_interval)
+
     def _check_predecessor(self) -> None:
-        """A live predecessor notifies us every round; after two silent rounds ping it.
+        """A live predecessor asks for our neighbours every round (its rounds back off to
+        `stabilize_max`); when it is silent for longer than its slowest round, ping it.
         Finding a dead predecessor early matters for records: until then we do not know
-        that the dead node's range (and its records, which we hold as replica) is ours."""
+        that the dead node's range (and its records, which we hold as replica) is ours.
+        (Usually the dead node's predecessor finds it first and notifies us.)"""
         p = self.predecessor
         if p is None or self._pred_ping is not None:
             return
-        if self._now - self._pred_heard < 2.5 * self.config.stabilize_interval:
+        if self._now - self._pred_heard < self._pred_silence():
             return
         self._pred_ping = p
         self._pred_heard = self._now
@@ -1170,6 +1318,7 @@ class ChordNode:
                 changed = True
         if changed:
             self._finger_list = None
+            self._unsettle_fingers()
 
     def _fix_fingers(self) -> None:
         if not self.successors:
@@ -1178,11 +1327,16 @@ class ChordNode:
         targets = self._targets
         first_far = bisect_right(targets, span)
         if first_far >= len(targets) or self.ring_complete:
+            self._fingers_clean = True  # nothing to fix: the successor list covers the ring
             return
         k = self._finger_cursor
+        if k >= len(targets):  # a cycle over all fingers ended: back off if nothing changed
+            self._fingers_clean = not self._fingers_changed
+            self._fingers_changed = False
         if k < first_far or k >= len(targets):
             k = first_far
         key = (self.id + targets[k]) & MASK
+        current = self.fingers[k]
 
         def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
             if not succs:
@@ -1191,18 +1345,47 @@ class ChordNode:
             f = succs[0]
             fd = dist(self.id, f.id)
             j = k
+            changed = False
             if fd == 0:  # no node between the target and us
                 while j < len(targets):
+                    changed = changed or self.fingers[j] is not None
                     self.fingers[j] = None
                     j += 1
             else:
                 while j < len(targets) and targets[j] <= fd:
+                    old = self.fingers[j]
+                    changed = changed or old is None or old.id != f.id
                     self.fingers[j] = f
                     j += 1
             self._finger_list = None
             self._finger_cursor = j
+            if changed:
+                self._unsettle_fingers()
 
-        self._start_lookup(key, done)
+        if current is None or self._is_suspect(current.id) or self._avoided(current.id):
+            self._start_lookup(key, done)
+            return
+
+        # Re-check a finger by asking it: while it is the target's successor it answers
+        # Found itself (one hop instead of a lookup). Anything else (a node joined before
+        # it, it lost its predecessor, or it died) and we look the target up as usual: a
+        # node past the key knows little behind itself, so its redirects would be poor.
+        def checked(m: Message) -> None:
+            if isinstance(m, Found) and m.successors and m.successors[0].id == current.id:
+                self.stats["lookups_done"] += 1
+                done(m.successors, _Lookup(0, key, False, done))
+            else:
+                self._start_lookup(key, done)
+
+        def silent() -> None:
+            self._avoid[current.id] = self._now + self.config.avoid_ttl
+            self._drop_finger(current.id)
+            if self._in_tables(current.id):
+                self._check_alive(current)
+            self._start_lookup(key, done)
+
+        self._request(current, FindSuccessor, checked, silent, attempts=1,
+                      timeout=self.config.lookup_timeout, key=key)
 
     # ------------------------------------------------------------------ lookups
 
@@ -1423,6 +1606,13 @@ class ChordNode:
 
     def _on_ping(self, m: Ping) -> None:
         self._reply(m, Pong)
+        if self.status == MEMBER and self.successors and m.src.id == self.successors[0].id:
+            # our first successor's view changed (or it wonders whether we live): look now
+            self.stats["pokes_received"] += 1
+            self._stab_calm = 0
+            soon = self._now + 0.05 * self.rng.random()
+            if self._due.get("stabilize", math.inf) > soon:
+                self._periodic("stabilize", soon)
 
     def _on_get_neighbors(self, m: GetNeighbors) -> None:
         if self.status != MEMBER:
@@ -1433,6 +1623,8 @@ class ChordNode:
     def _on_notify(self, m: Notify) -> None:
         self._reply(m, Ack)
         if self.status == MEMBER:
+            if self.predecessor is None or self.predecessor.id != m.src.id:
+                self._unsettle()  # a new node thinks it precedes us
             self._rectify(m.src)
 
     def _on_find_successor(self, m: FindSuccessor) -> None:
@@ -1492,6 +1684,7 @@ class ChordNode:
         self._reply(m, Ack)
         if self.status != MEMBER:
             return
+        self._unsettle()
         leaving = m.src
         was_pred = self.predecessor is not None and self.predecessor.id == leaving.id
         was_succ = any(s.id == leaving.id for s in self.successors)
@@ -1629,7 +1822,10 @@ class ChordNode:
         self.store.expire(now)
         full = now >= self._next_full_push
         if full:
-            self._next_full_push = now + self._jit(self.config.replica_refresh)
+            c = self.config
+            interval = _backoff(c.replica_refresh, c.replica_refresh_max, self._push_calm)
+            self._push_calm += 1
+            self._next_full_push = now + self._jit(interval)
             self._sent.clear()
         targets = self.successors[: self.config.r - 1]
         target_ids = {t.id for t in targets}

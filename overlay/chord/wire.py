@@ -24,7 +24,8 @@ name as a parameter; its `To` URI names the operation (`op`) and its arguments:
     CSeq: <txn mod 2^31> REGISTER
     DHT-NodeID: <sip:<src id>@<src host>:<port>;user=node>;algorithm=sha256;overlay=<name>
     DHT-Link: <sip:<origin id>@<host>:<port>;user=node>;link=O
-    DHT-Certificate: <sender's X.509 certificate, DER, base64url>
+    DHT-Cert-Id: <sender's certificate id>;peer=<the receiver's certificate id>
+    DHT-Certificate: <sender's X.509 certificate, DER, base64url> (first contact only)
     DHT-Signature: alg=ed25519;ts=<Unix ms>;nonce=<16 hex>;sig=<base64url>
 
 When the next hop's Node-ID is not known yet (bootstrap from an address), the node
@@ -84,13 +85,52 @@ Contact, Content-Type and body are all covered, and headers a hop may change are
 
 A receiver accepts a message only if: it parses as SIP and as an overlay message
 (`malformed`); it names this overlay (`overlay`); it is signed (`unsigned`); its
-certificate is acceptable: issued by the deployment CA (or self-signed in open mode)
+certificate (carried, or held from an earlier message: see below; `certificate_needed`
+when neither) is acceptable: issued by the deployment CA (or self-signed in open mode)
 for the key that hashes to the DHT-NodeID (`certificate`); the signature verifies
 (`signature`); its time stamp is within `window` seconds of now (`stale`); it is
 addressed to this node: a Request-URI user part naming another Node-ID, or a response to
 another node's request (`misdirected`); and its (sender, nonce) was not seen within the
 window (`replay`). Only fully verified messages enter the replay cache. Identical bytes
 sent twice are a replay: a retransmission must be encoded afresh.
+
+## Certificates: on first contact only
+
+A certificate is about 490 bytes (650 in base64): more than the rest of a typical
+message. So it travels only until the receiver has it. Every message carries
+`DHT-Cert-Id: <id>` (the sender's certificate id: base64url of the first 12 bytes of the
+SHA-256 of its DER) and, when the sender holds the receiver's certificate, `;peer=<id>`
+naming it. Both are signed. The sender includes `DHT-Certificate` unless the receiver
+has told it, in an authentic message, that it holds the sender's current certificate
+(`peer=` equal to the sender's id); the receiver's next message without that `peer=`
+(it restarted, or dropped the certificate from its bounded cache) makes the sender
+include it again. Peers that know nothing of `DHT-Cert-Id` never send `peer=`, so they
+always get the certificate.
+
+A receiver checks a message that has no certificate against the certificate it holds
+for the DHT-NodeID (verified earlier, when it came with a message whose signature
+verified): it must be the one `DHT-Cert-Id` names, and the signature must verify with
+its key. A message whose signer's certificate is unknown is never accepted: it is
+refused with the reason `certificate_needed` (no `DHT-Cert-Id` either: `certificate`).
+For a request, `WireError.message` then holds what the message claims (NOT authentic:
+only good to address an answer) and `WireCodec.refusal_answer` makes the answer, an
+Error 428 "Certificate Needed" (rate-limited, as it answers an unverified message, and
+sent to the address the message came from, not to the one it claims). The requester's
+codec sees that answer without `peer=`, so the requester's node only has to send the
+request again (ChordNode does so, once per request) for it to go with the certificate.
+A response that cannot be verified cannot be answered; but the requester's
+retransmission lacks `peer=` (it does not hold the answerer's certificate), so the next
+answer carries the certificate. Unless an unverifiable message claims to hold ours, the
+receiver also stops leaving its own certificate out of what it sends that node (this
+costs only bytes, so an unverified claim may decide it). Finally, a peer that was sent
+a request without the certificate and has not been heard from for
+`certificate_again_after` seconds (0.4: less than a node's retransmission timeout) gets
+it with the next message: a retransmission carries it even when the 428 was lost,
+rate-limited or never sent (a peer whose service does not answer with one).
+A certificate whose bytes do not hash to the `DHT-Cert-Id` beside it is refused
+(`certificate`), as is a `DHT-Cert-Id` naming a certificate of another Node-ID. The
+certificate cache (`certificate_cache` entries, least recently used first out) and the
+list of peers known to hold ours are bounded.
 
 ## Clocks
 
@@ -111,6 +151,7 @@ stale response: two nodes would bounce errors.)
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 from collections import OrderedDict
@@ -126,10 +167,15 @@ from . import messages as m
 
 REASONS = (
     "malformed", "overlay", "unsigned", "certificate", "signature", "stale", "misdirected",
-    "replay",
+    "replay", "certificate_needed",
 )
 SIG_HEADER = "DHT-Signature"
 CERT_HEADER = "DHT-Certificate"
+CERT_ID_HEADER = "DHT-Cert-Id"
+CERT_NEEDED = 428  # Error code: "send that again with your certificate"
+CERT_NEEDED_REASON = "Certificate Needed"
+STALE = 403
+STALE_REASON = "Stale Date"
 NODEID_HEADER = "DHT-NodeID"
 LINK_HEADER = "DHT-Link"
 RECORDS_TYPE = "application/x-meshsip-records"
@@ -150,6 +196,7 @@ _CALL_ID = re.compile(r"([0-9a-f]{1,16})@([0-9a-f]{32})\Z")
 _DIGITS = re.compile(r"[0-9]{1,20}\Z")
 _B64 = re.compile(r"[A-Za-z0-9_-]*\Z")
 _NONCE = re.compile(r"[0-9a-f]{16}\Z")
+_CERT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 _LINK_S = re.compile(r"S([1-9][0-9]{0,3})\Z")
 _REC_SAFE = "!$&'()*+,/:;=?@"  # printable ASCII left unescaped in record fields, but ' ' and %
 
@@ -177,7 +224,10 @@ class WireError(Exception):
 
     For `stale` (and `misdirected`, `replay`) the message was authentic: `message` holds
     what it said and `skew` how far (seconds) its time stamp was from now, so the node may
-    answer it (e.g. 403 "Stale Date").
+    answer it (e.g. 403 "Stale Date"). For `certificate_needed` the message could NOT be
+    verified (we do not hold its signer's certificate): `message` holds what it claims,
+    only to address an answer (see `WireCodec.refusal_answer`); None when it claims to be
+    a request for another node or does not parse.
     """
 
     def __init__(
@@ -189,6 +239,15 @@ class WireError(Exception):
         self.detail = detail
         self.message = message
         self.skew = skew
+
+
+@dataclass(slots=True)
+class _Cert:
+    """A peer certificate whose key has verified a message: its id, bytes and key."""
+
+    cert_id: str
+    der: bytes
+    peer: PeerIdentity
 
 
 @dataclass(slots=True)
@@ -212,6 +271,22 @@ def _b64d(text: str) -> bytes:
     if not _B64.match(text) or len(text) % 4 == 1:
         raise ValueError("bad base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def certificate_id(der: bytes) -> str:
+    """The `DHT-Cert-Id` of a certificate: base64url of the first 12 bytes of SHA-256(DER)."""
+    return _b64e(hashlib.sha256(der).digest()[:12])
+
+
+def _parse_cert_id(value: str) -> tuple[str, str | None]:
+    """`<id>[;peer=<id>]` -> (id, peer id or None)."""
+    own, sep, rest = value.partition(";")
+    own = own.strip()
+    params = parse_params(rest, CERT_ID_HEADER) if sep else {}
+    peer = params.get("peer")
+    if not _CERT_ID.match(own) or (peer is not None and not _CERT_ID.match(peer)):
+        raise ValueError(f"bad {CERT_ID_HEADER}")
+    return own, peer
 
 
 def _netstrings(parts: list[bytes]) -> bytes:
@@ -353,6 +428,10 @@ class WireCodec:
     it is full the oldest entries go and `counters["replay_cache_full"]` counts them).
     `check_validity` also checks certificates' validity periods against the (followed)
     clock: off by default, since boxes without an RTC may start with any date.
+    `certificate_cache` bounds the peer certificates kept (and the peers remembered to
+    hold ours); `answer_rate` bounds the 428 answers to unverifiable requests per second;
+    `certificate_again_after` (seconds): a peer silent that long since a message we sent it
+    without our certificate gets the certificate with the next one (a retransmission).
     """
 
     def __init__(
@@ -367,6 +446,8 @@ class WireCodec:
         remember: int = 2048,
         remember_for: float = 64.0,
         certificate_cache: int = 1024,
+        answer_rate: float = 20.0,
+        certificate_again_after: float = 0.4,
     ) -> None:
         if not _OVERLAY_NAME.match(overlay):
             raise ValueError(f"overlay name {overlay!r} must be a SIP token of 1-64 characters")
@@ -381,13 +462,27 @@ class WireCodec:
         self.remember_for = remember_for
         self.certificate_cache_size = certificate_cache
         self.clock_offset = 0.0  # seconds added to `now` (see "Clocks")
+        self.answer_rate = answer_rate
+        self.certificate_again_after = certificate_again_after
         self.counters: dict[str, int] = dict.fromkeys(
-            ("accepted", *REASONS, "clock_adjusted", "replay_cache_full"), 0
+            (
+                "accepted", *REASONS, "clock_adjusted", "replay_cache_full",
+                "certificates_sent", "certificates_omitted", "answers_limited",
+            ),
+            0,
         )
         self._seen: OrderedDict[bytes, int] = OrderedDict()  # (id, nonce) -> expiry, ms
-        self._certs: OrderedDict[bytes, PeerIdentity] = OrderedDict()
+        # Node-ID -> the certificate that verified its latest message (least recent first)
+        self._certs: OrderedDict[int, _Cert] = OrderedDict()
+        # Node-IDs of peers that told us they hold our certificate (least recent first) ->
+        # when we first sent one a message without it since we last heard from it (inf: no
+        # such message unanswered)
+        self._known_by: OrderedDict[int, float] = OrderedDict()
         self._requests: OrderedDict[tuple[int, int], _Remembered] = OrderedDict()
         self._cert_value = _b64e(identity.certificate_der)
+        self.cert_id = certificate_id(identity.certificate_der)
+        self._answer_tokens = answer_rate
+        self._answer_at = -float("inf")
 
     # ----------------------------------------------------------------------- encoding
 
@@ -411,11 +506,11 @@ class WireCodec:
             raise ValueError(f"message is for overlay {msg.overlay!r}, not {self.overlay!r}")
         _check_count(msg.txn, "txn", MAX_TXN)
         if isinstance(msg, m.REQUEST_TYPES):
-            sip: Request | Response = self._request(msg, dst)
+            sip: Request | Response = self._request(msg, dst, now)
         else:
             if not isinstance(dst, m.NodeRef):
                 raise ValueError("a response goes to a NodeRef (the requester)")
-            sip = self._response(msg, dst)
+            sip = self._response(msg, dst, now)
         ts = str(int((now + self.clock_offset) * 1000))
         nonce_hex = (nonce if nonce is not None else secrets.token_bytes(8)).hex()
         if not _NONCE.match(nonce_hex):
@@ -426,10 +521,90 @@ class WireCodec:
         )
         return sip.encode()
 
+    def _cert_headers(
+        self, dst: m.NodeRef | tuple[str, int], now: float, request: bool
+    ) -> list[tuple[str, str]]:
+        """DHT-Cert-Id (ours; `peer=` the id of dst's certificate when we hold it) and,
+        unless dst told us it holds ours, DHT-Certificate."""
+        value = self.cert_id
+        node_id = dst.id if isinstance(dst, m.NodeRef) else None
+        theirs = self._certs.get(node_id) if node_id is not None else None
+        if theirs is not None:
+            value += f";peer={theirs.cert_id}"
+        headers = [(CERT_ID_HEADER, value)]
+        if node_id is not None and self._omit_certificate(node_id, now, request):
+            self.counters["certificates_omitted"] += 1
+        else:
+            headers.append((CERT_HEADER, self._cert_value))
+            self.counters["certificates_sent"] += 1
+        return headers
+
+    def _omit_certificate(self, node_id: int, now: float, request: bool) -> bool:
+        """Whether dst holds our certificate, as far as we know. When it has not answered
+        a request we sent it without the certificate for `certificate_again_after`
+        seconds (it may have lost it and could not, or did not, say so: an Error 428 may
+        be lost, or rate-limited), we stop assuming it: this message (likely a
+        retransmission) carries it, as do the next until it says it holds it again."""
+        since = self._known_by.get(node_id)
+        if since is None:
+            return False
+        if since == float("inf") or now < since:  # none unanswered (or the clock went back)
+            if request:  # a response expects no answer
+                self._known_by[node_id] = now
+            return True
+        if now - since < self.certificate_again_after:
+            return True
+        del self._known_by[node_id]
+        return False
+
+    def peer_has_certificate(self, node_id: int) -> bool:
+        """Whether `node_id` told us it holds our certificate (so ours is left out)."""
+        return node_id in self._known_by
+
+    def refusal_answer(
+        self, exc: WireError, me: m.NodeRef, now: float, source: tuple[str, int] | None = None,
+    ) -> tuple[bytes, tuple[str, int]] | None:
+        """The answer to send for a refused message, if any: (bytes, (host, port)).
+
+        A request refused as `stale` (authentic, only late) gets an Error 403 "Stale
+        Date", sent to its sender's address, whose time stamp lets the sender's clock
+        catch up. A request refused as `certificate_needed` gets an Error 428
+        "Certificate Needed", on which the sender sends it again with its certificate;
+        as nothing of that request could be verified, the answer goes to `source` (the
+        transport address it came from; without it there is no answer), never to the
+        address it claims, and at most `answer_rate` are made per second. Nothing else
+        is answered, and a response never is (two nodes would bounce errors).
+        `me` is this node (the Error's src).
+        """
+        msg = exc.message
+        if msg is None or not isinstance(msg, m.REQUEST_TYPES) or msg.src.id == me.id:
+            return None
+        to = (msg.src.host, msg.src.port)
+        if exc.reason == "stale":
+            code, reason = STALE, STALE_REASON
+        elif exc.reason == "certificate_needed":
+            if source is None:
+                return None
+            to = source
+            self._answer_tokens = min(
+                self.answer_rate,
+                self._answer_tokens + (now - self._answer_at) * self.answer_rate,
+            )
+            self._answer_at = now
+            if self._answer_tokens < 1:
+                self.counters["answers_limited"] += 1
+                return None
+            self._answer_tokens -= 1
+            code, reason = CERT_NEEDED, CERT_NEEDED_REASON
+        else:
+            return None
+        error = m.Error(src=me, txn=msg.txn, overlay=self.overlay, code=code, reason=reason)
+        return self.encode(error, msg.src, now), to
+
     def _common(self, src: m.NodeRef) -> list[tuple[str, str]]:
         return [(NODEID_HEADER, f"<{node_uri(src)}>;algorithm={ALGORITHM};overlay={self.overlay}")]
 
-    def _request(self, msg: m.Message, dst: m.NodeRef | tuple[str, int]) -> Request:
+    def _request(self, msg: m.Message, dst: m.NodeRef | tuple[str, int], now: float) -> Request:
         op = _REQUEST_OPS[type(msg)]
         method = "OPTIONS" if op == "ping" else "REGISTER"
         src, txn = msg.src, msg.txn
@@ -468,7 +643,7 @@ class WireCodec:
             ("CSeq", f"{txn & 0x7FFFFFFF} {method}"),
             *self._common(src),
             *extra,
-            (CERT_HEADER, self._cert_value),
+            *self._cert_headers(dst, now, request=True),
         ]
         if body:
             headers.append(("Content-Type", RECORDS_TYPE))
@@ -482,7 +657,7 @@ class WireCodec:
         links += [(LINK_HEADER, _link(s, f"S{i}")) for i, s in enumerate(succs, 1)]
         return links
 
-    def _response(self, msg: m.Message, dst: m.NodeRef) -> Response:
+    def _response(self, msg: m.Message, dst: m.NodeRef, now: float) -> Response:
         src, txn = msg.src, msg.txn
         remembered = self._requests.pop((dst.id, txn), None)
         allowed = _RESPONSE_OPS[type(msg)]
@@ -539,7 +714,7 @@ class WireCodec:
             ("CSeq", cseq),
             *self._common(src),
             *extra,
-            (CERT_HEADER, self._cert_value),
+            *self._cert_headers(dst, now, request=False),
         ]
         if body:
             headers.append(("Content-Type", RECORDS_TYPE))
@@ -585,17 +760,27 @@ class WireCodec:
                 raise ValueError("bad nonce or sig")
             signature = _b64d(sig)
             cert_values = sip.get_all(CERT_HEADER)
-            if len(cert_values) != 1:
-                raise WireError("certificate", "no certificate" if not cert_values else
-                                "more than one certificate")
-            cert_der = _b64d(cert_values[0])
+            if len(cert_values) > 1:
+                raise WireError("certificate", "more than one certificate")
+            id_values = sip.get_all(CERT_ID_HEADER)
+            if len(id_values) > 1:
+                raise WireError("certificate", f"more than one {CERT_ID_HEADER}")
+            cert_id, peer_id = _parse_cert_id(id_values[0]) if id_values else (None, None)
+            cert_der = _b64d(cert_values[0]) if cert_values else None
         except WireError:
             raise
-        except (ValueError, UnicodeError) as exc:
+        except (SipParseError, ValueError, UnicodeError) as exc:
             raise WireError("malformed", str(exc)[:120]) from None
-        peer = self._peer(cert_der, src.id, now)
+        if cert_der is not None:
+            peer = self._peer(cert_der, cert_id, src.id, now)
+        elif cert_id is None:
+            raise WireError("certificate", "no certificate")
+        else:
+            peer = self._known_peer(sip, src, cert_id, peer_id, now)
         if not peer.verify(signing_input(sip, alg, ts, nonce), signature):
             raise WireError("signature", "bad signature")
+        # The certificate is in use by its key's holder: keep it (most recent last).
+        self._keep_certificate(src.id, cert_der, peer)
         try:
             message = self._build(sip, src)
         except (SipParseError, ValueError, UnicodeError, IndexError, KeyError) as exc:
@@ -621,6 +806,7 @@ class WireCodec:
         self._see(key, ts_ms, now_ms)
         if isinstance(sip, Request):
             self._remember(sip, message, now)
+        self._note_peer_claim(src.id, peer_id)
         return message
 
     def _envelope(
@@ -638,22 +824,74 @@ class WireCodec:
         sig_params = parse_params(sigs[0], SIG_HEADER) if sigs else None
         return sig_params, (node.uri, node.params)
 
-    def _peer(self, cert_der: bytes, node_id: int, now: float) -> PeerIdentity:
-        peer = self._certs.get(cert_der)
-        if peer is None or self.check_validity:
-            try:
-                peer = verify_peer(
-                    cert_der, self.ca,
-                    now + self.clock_offset if self.check_validity else None,
-                )
-            except IdentityError as exc:
-                raise WireError("certificate", str(exc)) from None
-            self._certs[cert_der] = peer
-            if len(self._certs) > self.certificate_cache_size:
-                self._certs.popitem(last=False)
+    def _peer(
+        self, cert_der: bytes, cert_id: str | None, node_id: int, now: float
+    ) -> PeerIdentity:
+        """The identity of a certificate carried in a message (checked, or cached)."""
+        if cert_id is not None and certificate_id(cert_der) != cert_id:
+            raise WireError("certificate", f"certificate does not match its {CERT_ID_HEADER}")
+        entry = self._certs.get(node_id)
+        if entry is not None and entry.der == cert_der and not self.check_validity:
+            return entry.peer
+        try:
+            peer = verify_peer(
+                cert_der, self.ca, now + self.clock_offset if self.check_validity else None,
+            )
+        except IdentityError as exc:
+            raise WireError("certificate", str(exc)) from None
         if peer.node_id != node_id:
             raise WireError("certificate", "certificate key does not hash to the DHT-NodeID")
         return peer
+
+    def _known_peer(
+        self, sip: Request | Response, src: m.NodeRef, cert_id: str, peer_id: str | None,
+        now: float,
+    ) -> PeerIdentity:
+        """The identity for a message that came without its certificate: the one we hold
+        for its Node-ID, if that is the certificate DHT-Cert-Id names; else refused."""
+        entry = self._certs.get(src.id)
+        if entry is not None and entry.cert_id == cert_id:
+            if self.check_validity:
+                return self._peer(entry.der, None, src.id, now)
+            return entry.peer
+        # Unverifiable. Nothing of it is trusted; only, unless it claims to hold our
+        # certificate, ours goes with our next message to that node (costs only bytes).
+        if peer_id != self.cert_id:
+            self._known_by.pop(src.id, None)
+        self._check_destination(sip, None)
+        try:
+            claimed: m.Message | None = self._build(sip, src)
+        except (SipParseError, ValueError, UnicodeError, IndexError, KeyError):
+            claimed = None
+        raise WireError(
+            "certificate_needed",
+            "no certificate held for this sender" if entry is None else
+            f"{CERT_ID_HEADER} names another certificate than the one held",
+            claimed,
+        )
+
+    def _keep_certificate(self, node_id: int, cert_der: bytes | None, peer: PeerIdentity) -> None:
+        certs = self._certs
+        if cert_der is None:
+            certs.move_to_end(node_id)
+            return
+        entry = certs.get(node_id)
+        if entry is None or entry.der != cert_der:
+            certs[node_id] = _Cert(certificate_id(cert_der), cert_der, peer)
+        certs.move_to_end(node_id)
+        while len(certs) > self.certificate_cache_size:
+            certs.popitem(last=False)
+
+    def _note_peer_claim(self, node_id: int, peer_id: str | None) -> None:
+        """An accepted message says (`peer=`) which certificate of ours its sender holds."""
+        known = self._known_by
+        if peer_id != self.cert_id:
+            known.pop(node_id, None)
+            return
+        known[node_id] = float("inf")  # heard from it: nothing of ours is unanswered
+        known.move_to_end(node_id)
+        while len(known) > self.certificate_cache_size:
+            known.popitem(last=False)
 
     def _check_destination(self, sip: Request | Response, message: m.Message) -> None:
         me = self.identity.node_id
