@@ -365,7 +365,6 @@ def test_peer_cache_written_then_read_back_without_mdns(bed: netns.Bed, tmp_path
     assert took is not None, again.proc.stderr()
     print(f"cached peer reported {time.monotonic() - again.started:.2f} s after process start")
     assert again.peers("mdns") == set()
-    assert b.stats()["removed"] >= 1  # n1 said goodbye when it stopped
 
 
 @pytest.mark.netns
