@@ -118,6 +118,7 @@ class Node:
         except MeshError as exc:
             raise NodeError(str(exc)) from None
         self.proxy.find_remote = self._find_remote
+        self.proxy.forget_remote = self.mesh.forget
         await self.mesh.start()
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
@@ -228,7 +229,8 @@ class Node:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
-        when = self.txl.get_timer()
+        when = min((t for t in (self.txl.get_timer(), self.proxy.get_timer()) if t is not None),
+                   default=None)
         if when is None or (self._timer_at is not None and self._timer_at <= when):
             return
         if self._timer is not None:
@@ -240,6 +242,7 @@ class Node:
         self._timer = self._timer_at = None
         now = asyncio.get_running_loop().time()
         self.txl.handle_timer(now)
+        self.proxy.handle_timer(now)
         self._pump(now)
 
     def _local_address(self, peer: Address) -> Address:

@@ -42,6 +42,10 @@ from .registrar import Location
 
 log = logging.getLogger("meshsip.proxy")
 TIMER_C = 180.0  # RFC 3261 16.6: a phone that rings this long unanswered is given up
+# Another box answers an INVITE with 100 Trying at once. One that says nothing for this
+# long is taken for gone (powered off, out of reach): its branch is given up and the
+# extension looked up again, instead of waiting 64*T1 (Timer B) for nothing.
+BOX_ANSWER_TIMEOUT = 2.0
 
 ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, "
          "INFO, UPDATE, PRACK")
@@ -50,6 +54,8 @@ LocalAddress = Callable[[Address], Address]
 # Asks the mesh which boxes serve an extension; the answer (their SIP URIs) comes later,
 # through the callback, with the time it arrived.
 FindRemote = Callable[[str, Callable[[list[str], float], None]], None]
+# Tells the mesh a box it named did not answer, so the next lookup is not served from cache.
+ForgetRemote = Callable[[str], None]
 # Marks a request one box sends another for a phone registered there: the receiving box
 # serves it from its own registrations and never asks the mesh again (no loops).
 HOP_HEADER = "Meshsip-Hop"
@@ -62,6 +68,7 @@ class Branch:
     key: object = None
     provisional: bool = False
     final: Response | None = None
+    received: bool = False  # final came from downstream (else we made it)
     cancel_sent: bool = False
 
 
@@ -74,6 +81,8 @@ class ProxiedRequest:
     answered: bool = False  # a final response went upstream
     cancelled: bool = False  # by the caller, or by Timer C
     label: str = ""
+    source: Address | None = None  # where the request came from (for Record-Route)
+    looked_again: bool = False  # a silent box made us look the extension up once more
 
 
 @dataclass
@@ -97,6 +106,8 @@ class Proxy:
         self.local_address = local_address
         self.token = node_token  # marks our own Record-Route entries
         self.find_remote: FindRemote | None = None
+        self.forget_remote: ForgetRemote | None = None
+        self._box_deadlines: dict[object, float] = {}  # INVITE branches to boxes: no answer yet
         self.pending: dict[object, tuple[ProxiedRequest, Branch]] = {}
         self.by_server: dict[object, ProxiedRequest] = {}
         self.calls: dict[str, Call] = {}
@@ -214,39 +225,45 @@ class Proxy:
         if not boxes:
             self._not_here(request, key, caller, extension, now)
             return
-        targets = []
-        for box in boxes:
-            copy = _copy(request)
-            copy.set(HOP_HEADER, self.token)
-            targets.append((copy, uri_address(parse_uri(box))))
+        targets = [(_to_box(request, self.token), uri_address(parse_uri(box)))
+                   for box in boxes]
         if request.method == "INVITE":
             self.counters["calls"] += 1
             log.info("call %s -> %s via box %s Call-ID %s", caller, extension,
                      ", ".join(boxes), request.call_id)
             self.calls[request.call_id] = Call(caller, extension, "ringing", now)
-        self._proxy(request, source, key, targets, now, label=f"{caller} -> {extension}")
+        self._proxy(request, source, key, targets, now, label=f"{caller} -> {extension}",
+                    boxes=True)
 
     def _proxy(self, request: Request, source: Address, key: object,
-               targets: list[tuple[Request, Address | None]], now: float, label: str = "") -> None:
-        ctx = ProxiedRequest(key, request, started=now, label=label)
+               targets: list[tuple[Request, Address | None]], now: float, label: str = "",
+               boxes: bool = False) -> None:
+        ctx = ProxiedRequest(key, request, started=now, label=label, source=source)
         self.by_server[key] = ctx
         for target, dest in targets:
-            if dest is None:
-                ctx.branches.append(Branch(target, ("UDP", "", 0), final=make_response(
-                    request, 502, "Cannot resolve target", new_tag())))
-                continue
-            out = _copy(target)
-            out.set("Max-Forwards", str(request.max_forwards - 1))
-            if request.method in ("INVITE", "SUBSCRIBE", "REFER") and \
-                    request._to_view().tag is None:
-                out.add("Record-Route", self._record_route(source), first=True)
-            out.add("Via", self._via(dest, new_branch()), first=True)
-            branch = Branch(out, dest)
-            ctx.branches.append(branch)
-            branch.key = self.txl.send_request(out, dest, now)
-            self.pending[branch.key] = (ctx, branch)
-            self.counters["forwarded"] += 1
+            self._branch(ctx, target, dest, now, boxes)
         self._maybe_answer(ctx, now)
+
+    def _branch(self, ctx: ProxiedRequest, target: Request, dest: Address | None, now: float,
+                box: bool = False) -> None:
+        request = ctx.request
+        if dest is None:
+            ctx.branches.append(Branch(target, ("UDP", "", 0), final=make_response(
+                request, 502, "Cannot resolve target", new_tag())))
+            return
+        out = _copy(target)
+        out.set("Max-Forwards", str(request.max_forwards - 1))
+        if request.method in ("INVITE", "SUBSCRIBE", "REFER") and \
+                request._to_view().tag is None and ctx.source is not None:
+            out.add("Record-Route", self._record_route(ctx.source), first=True)
+        out.add("Via", self._via(dest, new_branch()), first=True)
+        branch = Branch(out, dest)
+        ctx.branches.append(branch)
+        branch.key = self.txl.send_request(out, dest, now)
+        self.pending[branch.key] = (ctx, branch)
+        self.counters["forwarded"] += 1
+        if box and request.method == "INVITE":
+            self._box_deadlines[branch.key] = now + BOX_ANSWER_TIMEOUT
 
     def _via(self, dest: Address, branch: str) -> str:
         transport, ip, port = self.local_address(dest)
@@ -288,6 +305,52 @@ class Proxy:
         self._cancel_branches(ctx, now)
         self._maybe_answer(ctx, now)
 
+    # -- boxes that do not answer ----------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """When handle_timer wants to run next (None: nothing to wait for)."""
+        return min(self._box_deadlines.values(), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """INVITE branches to other boxes that got no answer at all in BOX_ANSWER_TIMEOUT
+        are given up (480), and the extension looked up once more: the answer we had may be
+        stale (cached, or a record of a box that just died), and the boxes that stayed
+        silent are not tried again within this call."""
+        for key, when in list(self._box_deadlines.items()):
+            if when > now:
+                continue
+            del self._box_deadlines[key]
+            entry = self.pending.pop(key, None)
+            if entry is None:
+                continue
+            ctx, branch = entry
+            self.txl.cancel_client(key)
+            branch.final = make_response(ctx.request, 480, "Box unreachable", new_tag())
+            extension = ctx.request.uri.user or ""
+            log.info("call %s: box %s:%d silent for %.0fs, given up", ctx.label,
+                     branch.dest[1], branch.dest[2], BOX_ANSWER_TIMEOUT)
+            if self.forget_remote is not None:
+                self.forget_remote(extension)
+            if (ctx.looked_again or ctx.cancelled or self.find_remote is None
+                    or any(b.final is None for b in ctx.branches)):
+                self._maybe_answer(ctx, now)
+                continue
+            ctx.looked_again = True
+            self.find_remote(extension, lambda boxes, when, ctx=ctx: self._more_boxes(
+                ctx, boxes, when))
+
+    def _more_boxes(self, ctx: ProxiedRequest, boxes: list[str], now: float) -> None:
+        """The second lookup answered: try the boxes not tried yet, or give the answer."""
+        if ctx.answered:
+            return  # cancelled meanwhile
+        tried = {b.dest for b in ctx.branches}
+        for box in boxes:
+            dest = uri_address(parse_uri(box))
+            if dest not in tried:
+                tried.add(dest)
+                log.info("call %s: trying box %s", ctx.label, box)
+                self._branch(ctx, _to_box(ctx.request, self.token), dest, now, True)
+        self._maybe_answer(ctx, now)
+
     def expire(self, now: float) -> None:
         """Timer C: give up INVITEs that have rung unanswered for too long."""
         for ctx in list(self.by_server.values()):
@@ -308,12 +371,18 @@ class Proxy:
                 # No answer yet: a CANCEL must not be sent (RFC 3261 9.1); give up the branch.
                 self.txl.cancel_client(branch.key)
                 self.pending.pop(branch.key, None)
+                self._box_deadlines.pop(branch.key, None)
                 branch.final = make_response(ctx.request, 487, None, new_tag())
 
     # -- responses ------------------------------------------------------------------------
     def _on_response(self, response: Response, client_key: object, now: float) -> None:
+        self._box_deadlines.pop(client_key, None)  # the box is there
         entry = self.pending.get(client_key)
         if entry is None:
+            if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+                # A retransmitted 2xx (the first, or our ACK, was lost upstream): the INVITE
+                # is settled but every 2xx still goes up (RFC 6026 7.2), statelessly.
+                self._forward_stray(response)
             return  # e.g. the 200 for a CANCEL we sent
         ctx, branch = entry
         status = response.status
@@ -329,7 +398,8 @@ class Proxy:
             return
         if status < 300:
             # Every 2xx goes upstream, even after another branch answered (RFC 3261 16.7.4).
-            branch.final = branch.final or response
+            if branch.final is None:
+                branch.final, branch.received = response, True
             self.txl.send_response(upstream, ctx.server_key, now)
             if not ctx.answered:
                 ctx.answered = True
@@ -337,7 +407,7 @@ class Proxy:
             self._cancel_branches(ctx, now)
             self._finish_if_done(ctx)
             return
-        branch.final = response
+        branch.final, branch.received = response, True
         self.pending.pop(client_key, None)
         if status >= 600:
             self._cancel_branches(ctx, now)
@@ -356,6 +426,7 @@ class Proxy:
                          now - ended.started)
 
     def _on_branch_failure(self, event: ClientTimeout | TransportFailed, now: float) -> None:
+        self._box_deadlines.pop(event.client_key, None)
         entry = self.pending.pop(event.client_key, None)
         if entry is None:
             return
@@ -376,11 +447,11 @@ class Proxy:
         best = _best_response([b.final for b in ctx.branches if b.final is not None])
         if best is None or ctx.cancelled:
             upstream = make_response(ctx.request, 487, None, new_tag())
-        elif best in (b.final for b in ctx.branches if b.final is not None and b.key is None) or \
-                not _is_forwardable(best):
-            upstream = make_response(ctx.request, best.status, best.reason, new_tag())
-        else:
+        elif any(b.final is best and b.received for b in ctx.branches) and \
+                _is_forwardable(best):
             upstream = _strip_top_via(best)
+        else:  # one we made (timeout, unreachable): built afresh on the request's Vias
+            upstream = make_response(ctx.request, best.status, best.reason, new_tag())
         if upstream.status == 503:
             upstream.status, upstream.reason = 500, "Server Internal Error"
         self.txl.send_response(upstream, ctx.server_key, now)
@@ -440,6 +511,14 @@ class Proxy:
 
 def _copy(message: Request) -> Request:
     return Request(message.method, message.uri.copy(), list(message.headers), message.body)
+
+
+def _to_box(request: Request, token: str) -> Request:
+    """The request as sent to another box: marked, so that box serves it from its own
+    registrations. The Request-URI stays (the extension is what counts there)."""
+    copy = _copy(request)
+    copy.set(HOP_HEADER, token)
+    return copy
 
 
 def _strip_top_via(response: Response) -> Response:

@@ -36,12 +36,17 @@ class Bed:
     def advance(self, seconds: float) -> list:
         out = []
         end = self.now + seconds
-        while (t := self.txl.get_timer()) is not None and t <= end:
+        while (t := self._next_timer()) is not None and t <= end:
             self.now = t
             self.txl.handle_timer(t)
+            self.proxy.handle_timer(t)
             out += self.pump()
         self.now = end
         return out
+
+    def _next_timer(self) -> float | None:
+        timers = [t for t in (self.txl.get_timer(), self.proxy.get_timer()) if t is not None]
+        return min(timers, default=None)
 
     def register(self, ext: str, source: Address, user: str | None = None) -> None:
         host, port = source[1], source[2]
@@ -228,6 +233,31 @@ def test_ack_for_2xx_is_forwarded_statelessly_and_stray_2xx_goes_upstream() -> N
     assert up == [200]
 
 
+def test_retransmitted_2xx_goes_upstream_after_the_call_is_answered() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    _, down = split(bed.deliver(invite(), CALLER))
+    (to_a,) = down[PHONE_A]
+    ok = answer(to_a, 200, "OK")
+    up, _ = split(bed.deliver(ok, PHONE_A))
+    assert up == [200]
+    # That 200 was lost on its way to the caller: the phone retransmits it (no ACK came),
+    # and every copy must reach the caller, not only one after the transaction ended.
+    for _ in range(3):
+        bed.advance(0.5)
+        up, _ = split(bed.deliver(ok, PHONE_A))
+        assert up == [200]
+
+
+def test_the_200_for_our_cancel_is_not_forwarded() -> None:
+    bed, to_a, to_b = forked_call()
+    bed.deliver(answer(to_a, 180, "Ringing", "a"), PHONE_A)
+    _, down = split(bed.deliver(answer(to_b, 200, "OK"), PHONE_B))
+    (cancel,) = down[PHONE_A]
+    up, _ = split(bed.deliver(answer(cancel, 200, "OK", "a"), PHONE_A))
+    assert up == []
+
+
 def test_timer_c_gives_up_a_call_nobody_answers() -> None:
     bed = Bed()
     bed.register("1002", PHONE_A)
@@ -240,3 +270,94 @@ def test_timer_c_gives_up_a_call_nobody_answers() -> None:
     assert [m.method for m in down[PHONE_A]] == ["CANCEL"]
     up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated"), PHONE_A))
     assert up == [487]
+
+
+def test_local_408_keeps_every_via_of_a_request_from_another_box() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    via = "Via: SIP/2.0/UDP 10.99.0.14:5060;branch=z9hG4bKbox;rport\r\n"
+    relayed = invite().replace(b"Via: ", via.encode() + b"Via: ", 1)
+    bed.deliver(relayed, CALLER)
+    up = [m for m, a in bed.advance(40.0) if isinstance(m, Response) and a == CALLER]
+    assert up and {m.status for m in up} == {408}  # (retransmitted: nobody ACKs here)
+    assert [v.host for v in up[0].vias] == ["10.99.0.14", "10.99.0.11"]
+
+
+# -- calls to phones on other boxes ----------------------------------------------------------
+BOX_1: Address = ("UDP", "10.99.0.14", 5060)
+BOX_2: Address = ("UDP", "10.99.0.15", 5060)
+
+
+class Mesh:
+    """Stands in for the node's mesh: records the lookups and answers them when told."""
+
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+        self.asked: list[tuple[str, object]] = []
+        self.forgotten: list[str] = []
+        bed.proxy.find_remote = lambda ext, reply: self.asked.append((ext, reply))
+        bed.proxy.forget_remote = self.forgotten.append
+
+    def answer(self, *boxes: Address) -> list:
+        _, reply = self.asked[-1]
+        reply([f"sip:{b[1]}:{b[2]}" for b in boxes], self.bed.now)
+        return self.bed.pump()
+
+
+def test_a_silent_box_is_given_up_and_the_extension_looked_up_again() -> None:
+    bed = Bed()
+    mesh = Mesh(bed)
+    up, _ = split(bed.deliver(invite("2002"), CALLER))
+    assert up == [100] and [ext for ext, _ in mesh.asked] == ["2002"]
+    _, down = split(mesh.answer(BOX_1))
+    (to_box,) = down[BOX_1]
+    assert to_box.get("Meshsip-Hop") == "tok"
+    up, down = split(bed.advance(1.9))
+    assert up == [] and len(mesh.asked) == 1  # Timer A retransmits to the box meanwhile
+    bed.advance(0.2)  # 2 s of silence: the box is taken for gone
+    assert mesh.forgotten == ["2002"] and len(mesh.asked) == 2
+    # The second lookup names the same box and another one: only the other is tried.
+    up, down = split(mesh.answer(BOX_1, BOX_2))
+    assert up == [] and set(down) == {BOX_2}
+    (to_box_2,) = down[BOX_2]
+    up, _ = split(bed.deliver(answer(to_box_2, 100, "Trying"), BOX_2))
+    up, down = split(bed.advance(5.0))
+    assert up == [] and BOX_1 not in down  # it answered: no giving up, box 1 stays abandoned
+    up, _ = split(bed.deliver(answer(to_box_2, 200, "OK"), BOX_2))
+    assert up == [200]
+
+
+def test_a_call_to_a_dead_box_fails_fast_with_480() -> None:
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    mesh.answer(BOX_1)
+    bed.advance(2.1)
+    up, down = split(mesh.answer(BOX_1))  # the record still names the dead box
+    assert up == [480] and down == {}
+    assert len(mesh.asked) == 2  # looked up again once, not more
+
+
+def test_a_box_that_says_trying_is_waited_for() -> None:
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    _, down = split(mesh.answer(BOX_1))
+    (to_box,) = down[BOX_1]
+    bed.deliver(answer(to_box, 100, "Trying"), BOX_1)
+    up, _ = split(bed.advance(10.0))
+    assert up == [] and mesh.forgotten == [] and len(mesh.asked) == 1
+    up, _ = split(bed.deliver(answer(to_box, 180, "Ringing"), BOX_1))
+    assert up == [180]
+
+
+def test_cancel_while_looking_again() -> None:
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    mesh.answer(BOX_1)
+    bed.advance(2.1)
+    up, _ = split(bed.deliver(invite("2002", method="CANCEL"), CALLER))
+    assert sorted(up) == [200, 487]
+    up, down = split(mesh.answer(BOX_2))  # too late: nobody is called any more
+    assert up == [] and down == {}

@@ -529,6 +529,13 @@ class MeshBed:
         return self._nodes(self.workdir, *extra_args, config=config, port=port,
                            netns=self.ns(i), host=self.addr(i))
 
+    def kill_node(self, node: NodeProcess) -> None:
+        """SIGKILL a node (a box losing power: no goodbye, no hand-over); teardown then no
+        longer expects it to exit cleanly."""
+        node.kill()
+        if node in self._nodes.nodes:
+            self._nodes.nodes.remove(node)
+
     def baresip(self, i: int, extension: str, node: NodeProcess, **kw: Any) -> Baresip:
         """A started headless baresip in host i's namespace, registering `extension` to node.
 

@@ -1,0 +1,57 @@
+"""The overlay service (the Chord node on a box's event loop), with boxes wired in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from overlay.identity import NodeIdentity
+from overlay.service import OverlayService, OverlaySettings
+
+
+class Wire:
+    """Delivers what each service sends to the service at that address, unless cut."""
+
+    def __init__(self) -> None:
+        self.services: dict[tuple[str, int], OverlayService] = {}
+        self.down: set[tuple[str, int]] = set()
+
+    def add(self, host: str, port: int) -> OverlayService:
+        def send(data: bytes, dest: tuple[str, str, int]) -> None:
+            to = (dest[1], dest[2])
+            if to in self.services and to not in self.down and (host, port) not in self.down:
+                asyncio.get_running_loop().call_soon(self.services[to].receive, data,
+                                                      ("UDP", host, port))
+
+        service = OverlayService(NodeIdentity.generate(), OverlaySettings(name="t"), send,
+                                 host, port)
+        self.services[(host, port)] = service
+        return service
+
+
+async def _until(check, timeout: float) -> None:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.05)
+
+
+def test_own_records_are_stored_again_when_nodes_are_declared_dead() -> None:
+    async def main() -> None:
+        wire = Wire()
+        a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
+        for s in (a, b):
+            s.start()
+        a.add_peer(b.ref)
+        await _until(lambda: a.node.successors and b.node.successors, 10)
+        a.publish("1001", "sip:10.0.0.1:5060")
+        await asyncio.sleep(0.5)
+        before = a.node.owned_records()[0].sequence
+        assert a.counters["republished"] == 0
+        wire.down.add(("10.0.0.2", 5060))  # b loses power, holding the record or a copy
+        await _until(lambda: a.counters["republished"] > 0, 15)
+        assert a.node.owned_records()[0].sequence > before
+        await _until(lambda: a.node.store.all(), 5)  # a ring of one: stored here now
+        for s in (a, b):
+            await s.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
