@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chord import node as chord
-from .chord.messages import REQUEST_TYPES, Error, NodeRef, Ping, Pong, Record
+from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import resource_key
 from .chord.wire import WireCodec, WireError
 from .identity import NodeIdentity
@@ -117,14 +117,16 @@ class OverlayService:
         except WireError as exc:
             self.counters["refused"] += 1
             log.debug("refused overlay message from %s:%d: %s", source[1], source[2], exc)
-            late = exc.message
-            if exc.reason == "stale" and isinstance(late, REQUEST_TYPES):
-                # Authentic but our clocks differ (no RTC on a Pi): our time stamp lets
-                # the sender catch up. Never answer a stale response: errors would bounce.
-                error = Error(src=self.ref, txn=late.txn, overlay=self.settings.name,
-                              code=403, reason="Stale Date")
-                self._transmit(self.codec.encode(error, late.src, time.time()),
-                               (late.src.host, late.src.port))
+            # 403 Stale Date lets a box whose clock is behind (no RTC on a Pi) catch up;
+            # 428 asks a sender we hold no certificate for to send it again.
+            answer = self.codec.refusal_answer(exc, self.ref, time.time(),
+                                               source=(source[1], source[2]))
+            if answer is not None:
+                data, to = answer
+                if exc.reason == "certificate_needed":
+                    self.send(data, source)  # back where it came from (same TCP connection)
+                else:
+                    self._transmit(data, to)
             return
         self.counters["received"] += 1
         if isinstance(msg, Pong) and msg.txn in self._seed_txns:
