@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from overlay.chord.messages import NodeRef
-from overlay.discovery import Discovery, PeerInfo
+from overlay.discovery import PROTOCOL_VERSION, Discovery, PeerInfo
 from overlay.identity import IdentityError, NodeIdentity
 from overlay.links import LinkWatcher, snapshot
 from overlay.service import OverlayService, OverlaySettings
@@ -66,7 +66,15 @@ class Mesh:
     def _new_service(self, host: str) -> OverlayService:
         self.contact = f"sip:{_host(host)}:{self._port}"  # where boxes send calls for our phones
         settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
-        return OverlayService(self.identity, settings, self._send, host, self._port)
+        service = OverlayService(self.identity, settings, self._send, host, self._port)
+        service.on_neighbors = self._remember
+        return service
+
+    def _remember(self, refs: list[NodeRef]) -> None:
+        for ref in refs:
+            self.discovery.add_known_peer(PeerInfo(
+                f"{ref.id:032x}", [ref.host], ref.port, self.config.overlay, PROTOCOL_VERSION,
+                source="overlay"))
 
     async def _links_changed(self, addresses: dict[str, list[str]]) -> None:
         self.discovery.links_changed(addresses)

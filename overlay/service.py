@@ -61,6 +61,9 @@ class OverlayService:
         self._dead_seen = 0
         self._republish: asyncio.TimerHandle | None = None
         self.counters = {"received": 0, "sent": 0, "refused": 0, "republished": 0}
+        # Told the ring neighbours whenever they change (peer exchange: the box remembers
+        # them for its next start, where multicast may be eaten).
+        self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
 
     @staticmethod
     def _now() -> float:
@@ -192,6 +195,8 @@ class OverlayService:
         elif isinstance(event, chord.NeighborsChanged):
             log.debug("neighbours: predecessor %s, successors %s",
                       _short(event.predecessor), [_short(s) for s in event.successors])
+            if self.on_neighbors is not None:
+                self.on_neighbors([*event.successors, *filter(None, [event.predecessor])])
         elif isinstance(event, chord.RecordRejected):
             log.warning("rejected a record from %s: %s", _short(event.source), event.reason)
 

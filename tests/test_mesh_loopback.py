@@ -14,6 +14,8 @@ from phones.node import NodeFactory, NodeProcess
 from phones.ports import free_port
 from phones.sipp import SippUas, run_sipp, sipp_binary
 
+from overlay.discovery import CACHE_FILE
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [
     pytest.mark.phones,
@@ -113,6 +115,9 @@ def test_a_box_that_leaves_hands_over_its_records(ring: list[NodeProcess],
     holders = [n for n in ring[1:] if status(n)["overlay"]["records_stored"] > 0]
     assert holders
     assert holders[0].stop() == 0
+    # Peer exchange: with no mDNS at all, the box still remembers its ring neighbours.
+    cached = json.loads((holders[0].data_dir / CACHE_FILE).read_text())["peers"]
+    assert len(cached) >= 2, cached
     rest = [n for n in ring if n is not holders[0]]
     wait_for("a ring of three", lambda: one_ring(rest), rest)
     wait_for("three copies again", lambda: sum(
