@@ -15,7 +15,7 @@ from typing import Any
 
 from overlay.chord.messages import NodeRef
 from overlay.discovery import PROTOCOL_VERSION, Discovery, PeerInfo
-from overlay.identity import IdentityError, NodeIdentity
+from overlay.identity import NodeIdentity
 from overlay.links import LinkWatcher, snapshot
 from overlay.service import OverlayService, OverlaySettings
 from overlay.sip.routing import Address
@@ -30,26 +30,16 @@ class MeshConfig:
     discovery: bool
     interfaces: list[str] | None
     seeds: list[str]
-    ca_cert: Path | None
-    node_cert: Path | None
     transport: str = "auto"
-
-
-class MeshError(Exception):
-    pass
 
 
 class Mesh:
     """`host` None: the box listens on all addresses and follows its links (a box that
     boots before its cable or Wi-Fi is up joins as soon as an address appears)."""
 
-    def __init__(self, config: MeshConfig, data_dir: Path, send: Any, host: str | None,
-                 port: int) -> None:
-        try:
-            self.identity = NodeIdentity.load(data_dir, ca_cert=config.ca_cert,
-                                              node_cert=config.node_cert)
-        except IdentityError as exc:
-            raise MeshError(str(exc)) from None
+    def __init__(self, config: MeshConfig, identity: NodeIdentity, data_dir: Path, send: Any,
+                 host: str | None, port: int) -> None:
+        self.identity = identity
         self.config = config
         self.follow_links = host is None
         self._send, self._port = send, port

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+from overlay.identity import IdentityError, NodeIdentity
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, parse_message
 from overlay.sip.responses import salvage_error_response
@@ -21,7 +21,7 @@ from overlay.sip.transport import SendError, SipTransport
 from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
-from .mesh import Mesh, MeshConfig, MeshError
+from .mesh import Mesh, MeshConfig
 from .proxy import Proxy
 from .registrar import Location
 from .users import load_users
@@ -44,8 +44,13 @@ class Node:
         self._timer_at: float | None = None
         self._local_ips: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        identity = self._load_identity()
-        self.token: str = identity["token"]
+        self._prepare_data_dir()
+        try:
+            self.identity = NodeIdentity.load(self.data_dir, ca_cert=config.ca_cert,
+                                              node_cert=config.node_cert)
+        except IdentityError as exc:
+            raise NodeError(str(exc)) from None
+        self.token = self.identity.node_id_hex[:12]  # marks our own Record-Route entries
         auth = None
         if config.policy == "digest":
             assert config.users_file is not None
@@ -53,8 +58,10 @@ class Node:
                 users = load_users(config.users_file)
             except Exception as exc:  # UsersFileError, said as is
                 raise NodeError(str(exc)) from None
-            auth = DigestPolicy(users, config.realm, bytes.fromhex(identity["secret"]),
-                                tuple(config.digest_algorithms))
+            # Nonces stay valid across restarts: the key derives from the box's own key
+            # (Ed25519 signatures are deterministic).
+            secret = hashlib.sha256(self.identity.sign(b"meshsip digest nonces")).digest()
+            auth = DigestPolicy(users, config.realm, secret, tuple(config.digest_algorithms))
         self.location = Location(
             min_expires=config.min_expires, max_expires=config.max_expires,
             default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,
@@ -69,8 +76,7 @@ class Node:
         self.location.observer = self._on_extension
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _load_identity(self) -> dict[str, str]:
-        """A per-box token (marks our Record-Route) and secret (digest nonces), kept on disk."""
+    def _prepare_data_dir(self) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -79,17 +85,6 @@ class Node:
             ) from None
         if not os.access(self.data_dir, os.W_OK):
             raise NodeError(f"data directory {self.data_dir} is not writable")
-        path = self.data_dir / "node.json"
-        try:
-            identity = json.loads(path.read_text())
-            if isinstance(identity.get("token"), str) and isinstance(identity.get("secret"), str):
-                return identity
-        except (OSError, ValueError, AttributeError):
-            pass
-        identity = {"token": secrets.token_hex(6), "secret": secrets.token_hex(32)}
-        path.write_text(json.dumps(identity))
-        path.chmod(0o600)
-        return identity
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,12 +106,9 @@ class Node:
         c = self.config
         host = c.bind if c.bind not in ("0.0.0.0", "::", "") else None
         mesh_config = MeshConfig(c.overlay, c.discovery, c.interfaces or None, c.seeds,
-                                 c.ca_cert, c.node_cert, c.overlay_transport)
-        try:
-            self.mesh = Mesh(mesh_config, self.data_dir, self.transport.send, host,
-                             self.transport.local_port)
-        except MeshError as exc:
-            raise NodeError(str(exc)) from None
+                                 c.overlay_transport)
+        self.mesh = Mesh(mesh_config, self.identity, self.data_dir, self.transport.send, host,
+                         self.transport.local_port)
         self.proxy.find_remote = self._find_remote
         self.proxy.forget_remote = self.mesh.forget
         await self.mesh.start()
