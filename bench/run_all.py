@@ -6,18 +6,26 @@ taken is printed with the reason instead.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import memory
 import parse_rate
 import register_rate
 
+HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
     ("memory", memory.main),
 ]
+# These print their own tables: the overlay from the simulator, the mesh from real boxes
+# in network namespaces (root only).
+SCRIPTS = ["overlay_figures.py"] + (["mesh_figures.py"] if os.geteuid() == 0 else [])
 
 
 def main() -> None:
@@ -29,6 +37,11 @@ def main() -> None:
         except Exception as e:  # report and carry on with the next benchmark
             traceback.print_exc()
             rows.append((name, f"n/a ({type(e).__name__}: {e})"))
+        print()
+    for script in SCRIPTS:
+        print(f"== {script}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / script)], timeout=900)
+        rows.append((script, "printed above" if code == 0 else f"n/a (exit {code})"))
         print()
     width = max(len(key) for key, _ in rows)
     print("== summary")
