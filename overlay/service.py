@@ -26,9 +26,6 @@ log = logging.getLogger("meshsip.overlay")
 UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
 SEED_RETRY = 10.0
-# After the ring declares nodes dead, our own records are stored again this soon: they may
-# have lived only on those nodes (a partition can take every replica away at once).
-REPUBLISH_DELAY = 0.5
 
 Send = Callable[[bytes, Address], None]
 
@@ -58,9 +55,8 @@ class OverlayService:
         self._timer_at: float | None = None
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
-        self._dead_seen = 0
-        self._republish: asyncio.TimerHandle | None = None
-        self.counters = {"received": 0, "sent": 0, "refused": 0, "republished": 0}
+        # ("republished", own records stored again after a death, is in node.stats)
+        self.counters = {"received": 0, "sent": 0, "refused": 0}
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
@@ -83,8 +79,6 @@ class OverlayService:
             await asyncio.sleep(0.2)  # let the hand-over leave the socket
         if self._timer is not None:
             self._timer.cancel()
-        if self._republish is not None:
-            self._republish.cancel()
         for fut in self._waiting.values():
             fut.cancel()
 
@@ -157,11 +151,6 @@ class OverlayService:
                 log.warning("cannot encode %s for %s: %s", type(msg).__name__, dest, exc)
                 continue
             self._transmit(data, (dest.host, dest.port))
-        if self.node.stats["dead_declared"] != self._dead_seen:
-            self._dead_seen = self.node.stats["dead_declared"]
-            if self._republish is None:
-                self._republish = asyncio.get_running_loop().call_later(
-                    REPUBLISH_DELAY, self._publish_again)
         when = self.node.get_timer()
         if when is not None and (self._timer_at is None or when < self._timer_at):
             if self._timer is not None:
@@ -173,15 +162,6 @@ class OverlayService:
         self._timer = self._timer_at = None
         self.node.handle_timer(self._now())
         self._pump()
-
-    def _publish_again(self) -> None:
-        """Nodes were declared dead: store our own records again (with a new sequence), in
-        case every copy lived on them. Chord's replicas cover one death; not a split."""
-        self._republish = None
-        records = [r for r in self.node.owned_records() if r.lifetime > 0]
-        for record in records:
-            self.publish(record.aor, record.contact)
-        self.counters["republished"] += len(records)
 
     def _on_event(self, event: chord.Event) -> None:
         request_id = getattr(event, "request_id", None)

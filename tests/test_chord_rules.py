@@ -633,3 +633,104 @@ def test_fix_fingers_checks_a_finger_by_asking_it() -> None:
     assert dest == ref(3)
     run_timer(a, 1.0)
     assert ref(3) not in a._unique_fingers() and sent(a, FindSuccessor)
+
+
+# ----------------------------------------------------------------------------- after a split
+
+
+def test_a_get_answers_from_its_own_copies_when_the_replicas_are_silent() -> None:
+    a = node(1)
+    a.successors = [ref(5), ref(9)]
+    a.predecessor = ref(13)
+    rec = _record(node(5), aor="sip:x@m")
+    rec = replace(rec, resource_id=7 * K)
+    rec = sign_record(rec, ref(5).id, KEYRING.signer(ref(5).id))
+    a.receive(Store(src=ref(9), txn=1, records=(rec,), replica=True), 0.0)
+    sent(a)
+    rid = a.get(7 * K, 0.0)  # a hint lookup: 9 answers for 7K
+    [(dest, fs)] = sent(a, FindSuccessor)
+    a.receive(reply(fs, Found, dest, key=7 * K, successors=(ref(9), ref(11), ref(12))), 0.1)
+    [(dest, _)] = sent(a, Fetch)
+    assert dest == ref(9)
+    run_timer(a, 1.2)  # 9 is gone (the other side of a split): two tries, no answer
+    [done] = [e for e in events(a) if isinstance(e, GetDone)]
+    assert done.request_id == rid and [r.contact for r in done.records] == [rec.contact]
+    assert a._avoided(ref(9).id)
+    assert any(d == ref(9) for d, _ in sent(a, Ping))  # a neighbour: checked
+
+
+def test_a_fetch_timeout_moves_on_to_further_successors_then_a_fresh_lookup() -> None:
+    a = node(1)
+    a.successors = [ref(2), ref(3)]
+    a.predecessor = ref(15)
+    rid = a.get(7 * K, 0.0)
+    [(dest, fs)] = sent(a, FindSuccessor)
+    a.receive(
+        reply(fs, Found, dest, key=7 * K, successors=(ref(8), ref(9), ref(10), ref(11))),
+        0.1,
+    )
+    asked: list[NodeRef] = []
+    now = 0.1
+    for _ in range(3):  # the first r successors are silent (two tries each)
+        for dest, _ in sent(a, Fetch):
+            if dest not in asked:
+                asked.append(dest)
+        now += 1.0
+        run_timer(a, now)
+    [(dest, fe)] = [(d, m) for d, m in sent(a, Fetch) if d not in asked]
+    assert asked == [ref(8), ref(9), ref(10)] and dest == ref(11)  # the lookup's fourth
+    owner = node(6)
+    rec = sign_record(replace(_record(owner), resource_id=7 * K), owner.id, owner.signer)
+    a.receive(reply(fe, Records, ref(11), resource_id=7 * K, records=(rec,)), now + 0.1)
+    [done] = [e for e in events(a) if isinstance(e, GetDone)]
+    assert done.request_id == rid and done.records == (rec,)
+    assert all(a._avoided(x.id) for x in asked)
+
+    # nodes that just missed a fetch are asked last
+    rid = a.get(7 * K, now + 1)
+    [(dest, fs)] = sent(a, FindSuccessor)
+    a.receive(reply(fs, Found, dest, key=7 * K, successors=(ref(8), ref(12))), now + 1.1)
+    [(dest, _)] = sent(a, Fetch)
+    assert dest == ref(12)
+
+
+def test_when_every_successor_found_is_silent_a_fresh_lookup_avoids_them() -> None:
+    a = node(1)
+    a.successors = [ref(2), ref(3)]
+    a.predecessor = ref(15)
+    rid = a.get(7 * K, 0.0)
+    [(dest, fs)] = sent(a, FindSuccessor)
+    a.receive(reply(fs, Found, dest, key=7 * K, successors=(ref(8), ref(9))), 0.1)
+    run_timer(a, 2.2)  # 8 and 9 do not answer (two tries each)
+    out = sent(a)
+    assert {d for d, m in out if isinstance(m, Fetch)} == {ref(8), ref(9)}
+    [(dest, fs)] = [
+        (d, m) for d, m in out if isinstance(m, FindSuccessor) and m.key == 7 * K
+    ]  # a fresh lookup
+    assert dest not in (ref(8), ref(9))
+    a.receive(reply(fs, Found, dest, key=7 * K, successors=(ref(9), ref(12))), 2.3)
+    [(dest, fe)] = sent(a, Fetch)
+    assert dest == ref(12)  # 9 is not asked again
+    a.receive(reply(fe, Records, ref(12), resource_id=7 * K, records=()), 2.4)
+    [done] = [e for e in events(a) if isinstance(e, GetDone)]
+    assert done.request_id == rid and done.records == ()
+
+
+def test_own_records_are_stored_again_soon_after_a_node_is_declared_dead() -> None:
+    a = node(1, sync_delay=0.2)  # a ring of one: its own records are stored here
+    rec = Record(7 * K, "sip:alice@m", 0, "sip:a@10.0.0.1", 1, 300)
+    a.put(rec, 0.0)
+    sent(a)
+    run_timer(a, 5.0)
+    sent(a)
+    assert a.stats["republished"] == 0
+    seq = a.owned_records()[0].sequence
+    a._touch(5.0)
+    a._declare_dead(ref(9))
+    run_timer(a, 5.1)
+    assert a.owned_records()[0].sequence == seq  # batched: not at once
+    run_timer(a, 5.3)
+    assert a.owned_records()[0].sequence == seq + 1 and a.stats["republished"] == 1
+    assert a.store.all()[0].record.sequence == seq + 1  # placed again
+    run_timer(a, 30.0)
+    assert a.stats["republished"] == 1  # once per death

@@ -46,9 +46,10 @@ def test_own_records_are_stored_again_when_nodes_are_declared_dead() -> None:
         a.publish("1001", "sip:10.0.0.1:5060")
         await asyncio.sleep(0.5)
         before = a.node.owned_records()[0].sequence
-        assert a.counters["republished"] == 0
+        assert a.node.stats["republished"] == 0
         wire.down.add(("10.0.0.2", 5060))  # b loses power, holding the record or a copy
-        await _until(lambda: a.counters["republished"] > 0, 15)
+        await _until(lambda: a.node.stats["republished"] > 0, 15)
+        assert a.status()["counters"]["republished"] > 0
         assert a.node.owned_records()[0].sequence > before
         await _until(lambda: a.node.store.all(), 5)  # a ring of one: stored here now
         for s in (a, b):

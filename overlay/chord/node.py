@@ -337,6 +337,29 @@ class _Peer:
         self.backoff = backoff
 
 
+class _Fetch:
+    """One get: the records gathered so far and the nodes that did not answer."""
+
+    __slots__ = (
+        "rid", "resource_id", "deadline", "got", "hops", "asked", "retry", "again",
+        "dead", "spare", "local", "lookups",
+    )
+
+    def __init__(self, rid: int, resource_id: int, deadline: float) -> None:
+        self.rid = rid
+        self.resource_id = resource_id
+        self.deadline = deadline
+        self.got: dict[tuple[int, int, str], Record] = {}
+        self.hops = 0
+        self.asked = False  # some node (or our own store as a target) answered
+        self.retry = True  # the first lookup may be retried once
+        self.again = False  # ... and that retry is due
+        self.dead: set[int] = set()  # targets that did not answer
+        self.spare: list[NodeRef] = []  # further successors the lookup returned
+        self.local = False  # we hold live copies ourselves
+        self.lookups = 0
+
+
 def _backoff(base: float, cap: float, calm: int) -> float:
     """`base` for the first two rounds after a change, then doubling up to `cap`."""
     return min(max(cap, base), base * 2.0 ** min(max(0, calm - 1), 30))
@@ -404,6 +427,7 @@ class ChordNode:
         self._peers: OrderedDict[int, _Peer] = OrderedDict()
         self._recent: OrderedDict[int, NodeRef] = OrderedDict()
         self._owned: dict[tuple[int, int, str], tuple[Record, float]] = {}
+        self._republish: set[tuple[int, int, str]] = set()  # due again after a death
         self._sent: dict[int, dict[tuple[int, int, str], int]] = {}
         self._next_full_push = now + self.config.replica_refresh
         self._push_calm = 0  # full pushes since the successor list last changed
@@ -430,7 +454,7 @@ class ChordNode:
                 "dropped_overlay", "dead_declared", "lookups_done", "lookups_failed",
                 "records_rejected", "records_accepted", "adoptions", "learns_routed",
                 "merge_checks", "transfers_sent", "certificate_resends", "pokes_sent",
-                "pokes_received",
+                "pokes_received", "republished",
             ),
             0,
         )
@@ -609,25 +633,56 @@ class ChordNode:
         """Fetch the live records of a resource; GetDone or GetFailed follows."""
         self._touch(now)
         rid = next(self._ids)
-
-        self._get(rid, resource_id, retry=True)
+        f = _Fetch(rid, resource_id, now + self.config.lookup_deadline)
+        # our own copies count: after a split the replicas the lookup names may all be
+        # gone, and a node holding live copies should not fail for want of an answer
+        mine = [r for r in self.store.get(resource_id, now, tombstones=True)
+                if verify_record(r, self.signer)]
+        if any(r.lifetime > 0 for r in mine):
+            f.local = True
+            for rec in mine:
+                old = f.got.get(rec.identity)
+                if old is None or old.sequence < rec.sequence:
+                    f.got[rec.identity] = rec
+        self._get(f)
         return rid
 
-    def _get(self, rid: int, resource_id: int, retry: bool) -> None:
+    def _get(self, f: _Fetch) -> None:
         def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
+            f.hops = max(f.hops, lk.hops)
             # A lookup that met timeouts may have ended at the wrong node (loss, churn):
             # when it then finds nothing, one fresh attempt is cheap insurance.
-            again = retry and (lk.timeouts > 0 or not succs)
-            if not succs:
-                if again:
-                    self._get(rid, resource_id, False)
+            if f.retry and (lk.timeouts > 0 or not succs):
+                f.again = True
+            f.retry = False
+            alive = [s for s in succs or () if s.id not in f.dead]
+            # nodes that just missed a hop or a fetch are asked last, not skipped
+            alive.sort(key=lambda s: self._avoided(s.id) or self._is_suspect(s.id))
+            if not alive:
+                if f.again and self._now < f.deadline:
+                    f.again = False
+                    self._get(f)
                 else:
-                    self._events.append(GetFailed(rid, resource_id, lk.reason or "lookup"))
+                    self._end_fetch(f, lk.reason or "lookup")
                 return
-            targets = list(succs[: self.config.r])
-            self._fetch_from(rid, resource_id, targets, {}, lk.hops, False, again)
+            r = self.config.r
+            f.spare = alive[r:]
+            self._fetch_from(f, alive[:r])
 
-        self._start_lookup(resource_id, done)
+        f.lookups += 1
+        self._start_lookup(f.resource_id, done)
+
+    def _end_fetch(self, f: _Fetch, reason: str) -> None:
+        if f.got or f.asked:
+            live = tuple(
+                sorted(
+                    (r for r in f.got.values() if r.lifetime > 0),
+                    key=lambda r: (r.owner, r.contact),
+                )
+            )
+            self._events.append(GetDone(f.rid, f.resource_id, live, f.hops))
+        else:
+            self._events.append(GetFailed(f.rid, f.resource_id, reason))
 
     def learn_peer(self, ref: NodeRef, now: float) -> None:
         """Discovery (or a stored peer list) saw `ref`, a node of this overlay.
@@ -862,6 +917,21 @@ class ChordNode:
         self._drop_finger(node.id)
         if lost and was_neighbour:
             self._add_peer(node, self._now + self.config.merge_check_interval)
+        self._republish_soon()
+
+    def _republish_soon(self) -> None:
+        """A node died: it may have held every copy of some of our records (one death is
+        covered by the replicas, a split is not). Store them again, with a new sequence,
+        after a short batching delay (several deaths are usually noticed together)."""
+        if not self._owned or self.status != MEMBER:
+            return
+        when = self._now + self.config.sync_delay
+        for ident, (rec, due) in self._owned.items():
+            if due > when:
+                self._owned[ident] = (rec, when)
+            self._republish.add(ident)
+        if self._due.get("refresh", math.inf) > when:
+            self._periodic("refresh", when)
 
     def _check_alive(self, node: NodeRef) -> None:
         """A lookup hop to a neighbour timed out: confirm with a ping before dropping it."""
@@ -1996,32 +2066,39 @@ class ChordNode:
                 continue
             new = sign_record(replace(rec, sequence=rec.sequence + 1), self.id, self.signer)
             self._owned[ident] = (new, now + self._refresh_after(new))
+            if ident in self._republish:
+                self._republish.discard(ident)
+                self.stats["republished"] += 1
             self._place(new, None)
+        self._republish &= self._owned.keys()
+        if self._republish:  # marked after this round was set: do not wait a full second
+            when = min(self._owned[i][1] for i in self._republish)
+            if self._due.get("refresh", math.inf) > when:
+                self._periodic("refresh", when)
 
-    def _fetch_from(
-        self,
-        rid: int,
-        resource_id: int,
-        targets: list[NodeRef],
-        got: dict[tuple[int, int, str], Record],
-        hops: int,
-        asked_any: bool,
-        retry: bool = False,
-    ) -> None:
-        if not targets or (got and asked_any):
-            if retry and not got:
-                self._get(rid, resource_id, False)
-                return
-            if got or asked_any:
-                live = tuple(
-                    sorted(
-                        (r for r in got.values() if r.lifetime > 0),
-                        key=lambda r: (r.owner, r.contact),
-                    )
-                )
-                self._events.append(GetDone(rid, resource_id, live, hops))
+    def _fetch_from(self, f: _Fetch, targets: list[NodeRef]) -> None:
+        """Ask targets in turn until one answers. A target that does not answer is
+        routed around and checked (a neighbour is pinged, and dropped when dead); when
+        none answered, the lookup's further successors are asked, then a fresh lookup
+        (which avoids the silent ones) is made, all within the lookup deadline."""
+        resource_id = f.resource_id
+        targets = [t for t in targets if t.id not in f.dead]
+        if f.asked and f.got:
+            self._end_fetch(f, "no replica answered")
+            return
+        if not targets:
+            if f.again and not f.got and self._now < f.deadline:
+                f.again = False  # the first lookup met timeouts: one fresh attempt
+                self._get(f)
+            elif f.asked or f.local or self._now >= f.deadline:
+                self._end_fetch(f, "no replica answered")  # (our own copies, if any)
+            elif f.spare:
+                spare, f.spare = f.spare, []
+                self._fetch_from(f, spare)
+            elif f.dead and f.lookups < 4:
+                self._get(f)  # a fresh lookup: the silent ones are avoided now
             else:
-                self._events.append(GetFailed(rid, resource_id, "no replica answered"))
+                self._end_fetch(f, "no replica answered")
             return
         t, rest = targets[0], targets[1:]
 
@@ -2032,22 +2109,32 @@ class ChordNode:
                 if not verify_record(rec, self.signer):
                     self._reject(rec, src, "bad signature in answer")
                     continue
-                old = got.get(rec.identity)
+                old = f.got.get(rec.identity)
                 if old is None or old.sequence < rec.sequence:
-                    got[rec.identity] = rec
+                    f.got[rec.identity] = rec
 
         if t.id == self.id:
             take(self.store.get(resource_id, self._now, tombstones=True), self.ref)
-            self._fetch_from(rid, resource_id, rest, got, hops, True, retry)
+            f.asked = True
+            self._fetch_from(f, rest)
             return
 
         def ok(m: Message) -> None:
             if isinstance(m, Records):
                 take(m.records, t)
-            self._fetch_from(rid, resource_id, rest, got, hops, True, retry)
+            f.asked = True
+            self._fetch_from(f, rest)
 
         def fail() -> None:
-            self._fetch_from(rid, resource_id, rest, got, hops, asked_any, retry)
+            f.dead.add(t.id)
+            self._avoid[t.id] = self._now + self.config.avoid_ttl
+            self._drop_finger(t.id)
+            if self._in_tables(t.id):
+                self._check_alive(t)
+            if f.local:  # answer from our own copies rather than wait on more timeouts
+                self._end_fetch(f, "no replica answered")
+            else:
+                self._fetch_from(f, rest)
 
         self._request(t, Fetch, ok, fail, attempts=2, resource_id=resource_id)
 
