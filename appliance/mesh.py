@@ -19,6 +19,7 @@ from overlay.identity import NodeIdentity
 from overlay.links import LinkWatcher, snapshot
 from overlay.service import OverlayService, OverlaySettings
 from overlay.sip.routing import Address
+from overlay.sip.uri import uri_host
 
 log = logging.getLogger("meshsip.mesh")
 FIND_CACHE_SECONDS = 5.0  # repeated calls to one extension skip the lookup
@@ -54,7 +55,7 @@ class Mesh:
         self._found: dict[str, tuple[float, list[str]]] = {}
 
     def _new_service(self, host: str) -> OverlayService:
-        self.contact = f"sip:{_host(host)}:{self._port}"  # where boxes send calls for our phones
+        self.contact = f"sip:{uri_host(host)}:{self._port}"  # where boxes send calls for our phones
         settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
         service = OverlayService(self.identity, settings, self._send, host, self._port)
         service.on_neighbors = self._remember
@@ -158,7 +159,3 @@ def primary_address(interfaces: list[str] | None = None,
             if "." in ip and not ip.startswith("127."):
                 return ip
     return "127.0.0.1"
-
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from overlay.sip.message import Request, Response
 from overlay.sip.responses import make_response
 from overlay.sip.routing import (
-    BRANCH_MAGIC,
     Address,
     new_branch,
     new_tag,
@@ -25,6 +24,7 @@ from overlay.sip.routing import (
     via_address,
 )
 from overlay.sip.transaction import (
+    MAGIC_COOKIE,
     PROCEEDING,
     TRYING,
     ClientTimeout,
@@ -36,7 +36,7 @@ from overlay.sip.transaction import (
     TransactionLayer,
     TransportFailed,
 )
-from overlay.sip.uri import parse_name_addr, parse_uri
+from overlay.sip.uri import parse_name_addr, parse_uri, uri_host
 
 from .registrar import Location
 
@@ -267,13 +267,13 @@ class Proxy:
 
     def _via(self, dest: Address, branch: str) -> str:
         transport, ip, port = self.local_address(dest)
-        return f"SIP/2.0/{transport} {_host(ip)}:{port};branch={branch};rport"
+        return f"SIP/2.0/{transport} {uri_host(ip)}:{port};branch={branch};rport"
 
     def _record_route(self, source: Address) -> str:
         _, ip, port = self.local_address(source)
         # The upstream side; phones on both sides of one box share its addresses.
         transport = ";transport=tcp" if source[0] == "TCP" else ""
-        return f"<sip:{_host(ip)}:{port};lr;ms={self.token}{transport}>"
+        return f"<sip:{uri_host(ip)}:{port};lr;ms={self.token}{transport}>"
 
     def _pop_own_route(self, request: Request) -> None:
         while True:
@@ -487,7 +487,7 @@ class Proxy:
         # Same incoming branch -> same outgoing branch, so retransmissions stay matched (16.11).
         branch = request._top_via_view().branch
         digest = hashlib.sha256((branch or request.call_id).encode()).hexdigest()
-        out.add("Via", self._via(dest, BRANCH_MAGIC + digest[:16]), first=True)
+        out.add("Via", self._via(dest, MAGIC_COOKIE + digest[:16]), first=True)
         self.txl.send_stateless(out, dest)
         self.counters["forwarded"] += 1
         if request.method == "BYE":
@@ -548,10 +548,6 @@ def _best_response(finals: list[Response]) -> Response | None:
 
 def _is_forwardable(response: Response) -> bool:
     return len(response.get_all("Via")) >= 2
-
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
 
 
 __all__ = ["Proxy", "Call", "ALLOW", "new_tag"]

@@ -162,7 +162,7 @@ from urllib.parse import quote, unquote
 from ..identity import IdentityError, NodeIdentity, PeerIdentity, verify_peer
 from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, parse_message
-from ..sip.uri import NameAddr, Uri, check_host, parse_name_addr, parse_params
+from ..sip.uri import NameAddr, Uri, check_host, parse_name_addr, parse_params, uri_host
 from . import messages as m
 
 REASONS = (
@@ -314,8 +314,7 @@ def signing_input(msg: Request | Response, alg: str, ts: str, nonce: str) -> byt
 
 
 def _uri_host(host: str) -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
+    host = uri_host(host)
     check_host(host, "node address")
     return host
 

@@ -11,15 +11,14 @@ import secrets
 import socket
 
 from .message import Request, Response, Via
-from .transaction import Address
+from .transaction import MAGIC_COOKIE, Address
 from .uri import Uri
 
-BRANCH_MAGIC = "z9hG4bK"
 DEFAULT_PORT = 5060
 
 
 def new_branch() -> str:
-    return BRANCH_MAGIC + secrets.token_hex(8)
+    return MAGIC_COOKIE + secrets.token_hex(8)
 
 
 def new_tag() -> str:

@@ -105,6 +105,11 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
     return check_host(host, what), port
 
 
+def uri_host(ip: str) -> str:
+    """An address as a URI host: IPv6 literals go in brackets."""
+    return f"[{ip}]" if ":" in ip and not ip.startswith("[") else ip
+
+
 def format_hostport(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
