@@ -17,6 +17,7 @@ from overlay.sip.responses import salvage_error_response
 from overlay.sip.routing import Address, local_ip_for, stamp_via
 from overlay.sip.transaction import TransactionLayer, client_key_of
 from overlay.sip.transport import SendError, SipTransport
+from overlay.wakeup import Wakeup
 
 from .auth import DigestPolicy
 from .config import Config
@@ -40,8 +41,7 @@ class Node:
         self.data_dir = config.data_dir
         self.started_at = time.time()
         self.counters = {"parse_errors": 0, "bad_requests_answered": 0}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._wakeup = Wakeup(self._on_timer)
         self._local_ips: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare_data_dir()
@@ -148,8 +148,7 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._wakeup.cancel()
         self._save_bindings()
         if self.mesh is not None:
             await self.mesh.stop()
@@ -221,17 +220,11 @@ class Node:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
-        when = min((t for t in (self.txl.get_timer(), self.proxy.get_timer()) if t is not None),
-                   default=None)
-        if when is None or (self._timer_at is not None and self._timer_at <= when):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self._wakeup.at(min(
+            (t for t in (self.txl.get_timer(), self.proxy.get_timer()) if t is not None),
+            default=None))
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
         now = asyncio.get_running_loop().time()
         self.txl.handle_timer(now)
         self.proxy.handle_timer(now)

@@ -21,6 +21,7 @@ from .chord.records import resource_key
 from .chord.wire import WireCodec, WireError
 from .identity import NodeIdentity
 from .sip.transaction import Address
+from .wakeup import Wakeup
 
 log = logging.getLogger("meshsip.overlay")
 UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
@@ -51,8 +52,7 @@ class OverlayService:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._seed_txns: dict[int, tuple[str, int]] = {}
         self._sequence = int(time.time() * 1000)  # grows across restarts too
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._wakeup = Wakeup(self._on_timer)
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
@@ -77,8 +77,7 @@ class OverlayService:
             self.node.leave(self._now())
             self._pump()
             await asyncio.sleep(0.2)  # let the hand-over leave the socket
-        if self._timer is not None:
-            self._timer.cancel()
+        self._wakeup.cancel()
         for fut in self._waiting.values():
             fut.cancel()
 
@@ -140,7 +139,6 @@ class OverlayService:
         self.send(data, (transport, dest[0], dest[1]))
 
     def _pump(self) -> None:
-        now = self._now()
         while (event := self.node.next_event()) is not None:
             self._on_event(event)
         wall = time.time()
@@ -151,15 +149,9 @@ class OverlayService:
                 log.warning("cannot encode %s for %s: %s", type(msg).__name__, dest, exc)
                 continue
             self._transmit(data, (dest.host, dest.port))
-        when = self.node.get_timer()
-        if when is not None and (self._timer_at is None or when < self._timer_at):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = asyncio.get_running_loop().call_at(max(when, now), self._on_timer)
+        self._wakeup.at(self.node.get_timer())
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
         self.node.handle_timer(self._now())
         self._pump()
 
