@@ -43,6 +43,11 @@ test: venv apt-test lint
 bench: venv apt-bench
 	$(PY) bench/run_all.py
 
+# The simulator's cold-start sweep at the full counts (about 5 minutes on 2 cores).
+.PHONY: coldstart
+coldstart: venv
+	COLDSTART_SEEDS=1000 $(PY) -m pytest -q tests/test_sim_coldstart.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

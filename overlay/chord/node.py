@@ -27,9 +27,13 @@ correct" (IEEE TSE 2017):
   us) is noticed even when nobody notifies us;
 - a joiner, before committing, asks the found successor for its predecessor and moves
   back while that lies between (Zave's join reads a member atomically; over messages
-  two joins at one place can race). A join that fails is retried (`join_attempts`),
-  then the node stays a ring of one and merges when it learns of a peer. Nodes not on a
-  ring yet answer routing requests with Error 503.
+  two joins at one place can race). A node is a ring of one from its first instant and
+  stays one while it joins, answering every request as that ring: boxes powered on
+  together all join through each other at once, and a node that refused while joining
+  would leave them all waiting. A join that fails (error answer, refusal or silence) is
+  retried with backoff (`join_attempts`), then the node stays a ring of one and its merge
+  checks keep trying; one that finds the ring already came to us (a peer adopted us)
+  hands its bootstrap to the merge checks.
 - cadence: stabilize runs every `stabilize_interval` while the neighbourhood changes
   and backs off (doubling) to `stabilize_max` while it is stable; any change, a dead
   neighbour, a Notify from a new node, a Leave or learn_peer brings it back. A node whose
@@ -125,10 +129,22 @@ _SIZE_SAMPLE = 6  # successors whose span estimates the ring size for the list's
 # (overlay.chord.wire.CERT_NEEDED): the codec then adds it, and we send the request again.
 CERTIFICATE_NEEDED = 428
 
+# The lifecycle, one table (as h11's _state.py): a node is a member of a ring from its
+# first instant (a ring of one until it joins or is found); joining is pending work
+# (`_Join`), not a state, so a node that is joining still answers its peers as the ring
+# it is. Boxes powered on together each ask the others while those are joining too.
 MEMBER = "member"  # on a ring (possibly a ring of one)
-JOINING = "joining"  # looking up its own successor through a bootstrap node
 LEAVING = "leaving"  # handing over records and telling its neighbours
-LEFT = "left"  # gone: ignores everything
+LEFT = "left"
+_TRANSITIONS: dict[str, frozenset[str]] = {
+    MEMBER: frozenset({LEAVING}),
+    LEAVING: frozenset({LEFT}),
+    LEFT: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass  # gone: ignores everything
 
 
 def dist(a: int, b: int) -> int:
@@ -275,7 +291,7 @@ Event = (
 class _Req:
     __slots__ = (
         "txn", "dest", "msg", "tries", "timeout", "deadline", "on_reply", "on_fail",
-        "provisional", "resent",
+        "provisional", "resent", "sent_at", "retransmitted",
     )
 
     def __init__(
@@ -298,6 +314,8 @@ class _Req:
         self.on_fail = on_fail
         self.provisional = provisional
         self.resent = False  # sent again after an Error 428 (certificate needed)
+        self.sent_at = 0.0
+        self.retransmitted = False
 
 
 LookupCallback = Callable[["tuple[NodeRef, ...] | None", "_Lookup"], None]
@@ -326,6 +344,50 @@ class _Lookup:
         self.best_pre = ID_SPACE  # distance to the key of the closest preceding responder
         self.best_post: NodeRef | None = None  # closest responder at or after the key
         self.retried: set[int] = set()  # candidates given a second try (message loss)
+
+
+_JOIN_WALK = 8  # predecessors a joiner may step back over before committing
+
+
+class _Join:
+    """A join in progress: the lookup of our own id through `bootstrap`, then the walk
+    back over nodes between us and the found successor. Every step (an answer, an error
+    answer, no answer) ends in `_join_verified`, `_join_candidate_lost` or
+    `_join_failed`, so a join always finishes: joined, retried after a backoff, or given
+    up (the node stays a ring of one and its merge checks keep trying)."""
+
+    __slots__ = ("bootstrap", "attempts", "reason")
+
+    def __init__(self, bootstrap: NodeRef) -> None:
+        self.bootstrap = bootstrap
+        self.attempts = 0  # attempts that failed
+        self.reason = ""
+
+
+class _RoundTrip:
+    """Smoothed round-trip time of our requests (RFC 6298), for their timeouts: the
+    configured timeouts are upper bounds, so a lost message on a fast link costs a few
+    round trips, not half a second (boxes powered on together exchange chains of
+    requests, each waiting on the last)."""
+
+    __slots__ = ("srtt", "rttvar")
+    FLOOR = 0.15  # seconds: a busy Pi's scheduling hiccups stay below this
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def timeout(self, cap: float) -> float:
+        if self.srtt is None:
+            return cap
+        return min(cap, max(self.FLOOR, self.srtt + 4 * self.rttvar))
 
 
 class _Peer:
@@ -402,7 +464,8 @@ class ChordNode:
         self.successors: list[NodeRef] = []
         self.predecessor: NodeRef | None = None
         self.detached = False  # lost every successor while part of a larger ring
-        self.join_failed = False  # alone because a join failed (until it finds a ring)
+        self.join_gave_up = False  # the last join failed every attempt (see join_failed)
+        self._join: _Join | None = None
         self.version = 0  # bumped whenever successors or predecessor change
         self.store = RecordStore()
         self.ring_complete = False  # the successor list holds every other node
@@ -416,6 +479,7 @@ class ChordNode:
         self._events: deque[Event] = deque()
         self._out: list[tuple[NodeRef, Message]] = []
         self._pending: dict[int, _Req] = {}
+        self._rtt = _RoundTrip()
         self._lookups: dict[int, _Lookup] = {}
         self._timers: list[tuple[float, int, str, int]] = []
         self._due: dict[str, float] = {}
@@ -433,12 +497,11 @@ class ChordNode:
         self._push_calm = 0  # full pushes since the successor list last changed
         self._orphan_checks: set[int] = set()
         self._adopting: set[int] = set()
+        self._probing: set[int] = set()  # suspects being asked whether they live
         self._stabilizing = False
         self._pred_ping: NodeRef | None = None
         self._pred_candidates: dict[int, NodeRef] = {}
         self._leave_pending = 0
-        self._join_tries = 0
-        self._join_retry: NodeRef | None = None
         self._recheck_before = -math.inf
         self._pred_heard = now
         # adaptive cadence: rounds since the neighbourhood (fingers) last changed
@@ -511,77 +574,109 @@ class ChordNode:
     def now(self) -> float:
         return self._now
 
+    @property
+    def joining(self) -> bool:
+        return self._join is not None
+
+    @property
+    def join_failed(self) -> bool:
+        """Alone because a join failed (until a peer's merge check or ours finds a ring)."""
+        return self.join_gave_up and not self.successors
+
+    def _enter(self, state: str) -> None:
+        if state not in _TRANSITIONS[self.status]:
+            raise IllegalTransition(f"{self.status} -> {state}")
+        self.status = state
+
     def join(self, bootstrap: NodeRef, now: float) -> None:
-        """Learn a successor list by looking up our own id through `bootstrap`."""
+        """Learn a successor list by looking up our own id through `bootstrap`.
+
+        The node stays a member (a ring of one) meanwhile and answers its peers; a join
+        that fails is retried with backoff, then the node stays alone and its merge
+        checks keep trying `bootstrap` (see `_Join`)."""
         self._touch(now)
-        if bootstrap.id == self.id or self.status not in (MEMBER, JOINING):
+        if bootstrap.id == self.id or self.status != MEMBER:
             return
-        if self.status == MEMBER and self.successors:
-            self.learn_peer(bootstrap, now)  # already on a ring: merge instead
+        if self.successors or self._join is not None:
+            self.learn_peer(bootstrap, now)  # on a ring, or joining already: merge later
             return
-        self.status = JOINING
+        self._join = _Join(bootstrap)
+        self.join_gave_up = False
+        self._join_attempt(self._join)
 
-        def fail(reason: str) -> None:
-            if self.status != JOINING:
-                return
-            self._join_tries += 1
-            if self._join_tries < self.config.join_attempts:
-                # stay out of the ring (not a member) and try again shortly
-                self._join_retry = bootstrap
-                self._periodic("join", self._now + self._jit(1.0) * self._join_tries)
-                return
-            self._join_tries = 0
-            self.status = MEMBER  # alone: a ring of one; merge checks keep trying
-            self.join_failed = True
-            self._events.append(JoinFailed(bootstrap, reason))
-            self._add_peer(bootstrap, self._now + self.config.merge_check_interval)
+    def _join_attempt(self, j: _Join) -> None:
+        pool = [j.bootstrap, *(x for x in self._recent.values() if x.id != j.bootstrap.id)]
+        self._start_lookup(
+            self.id, lambda succs, lk: self._join_looked_up(j, succs, lk),
+            pool=pool, use_local=False,
+        )
 
-        def verify(s: NodeRef, rounds: int, rest: list[NodeRef]) -> None:
-            # Before committing, ask the candidate successor for its predecessor: a node
-            # between us and it (joined meanwhile, or missing from a stale list on the
-            # lookup path) is the better successor. Keeps joiners hanging off the ring
-            # in the right place (Zave's join reads a member's state atomically).
-            def ok(m: Message) -> None:
-                if self.status != JOINING or not isinstance(m, Neighbors):
-                    return
-                p = m.predecessor
-                if (
-                    rounds > 0
-                    and p is not None
-                    and p.id != self.id
-                    and between(p.id, self.id, s.id)
-                    and not self._is_suspect(p.id)
-                ):
-                    verify(p, rounds - 1, [s, *rest])
-                    return
-                self.status = MEMBER
-                self._join_tries = 0
-                self.detached = False
-                self._set_successors([s, *self._tail_after(s, m.successors)])
-                self._events.append(Joined(s))
-                self._periodic("stabilize", self._now)
-                self._periodic("fingers", self._now + self.config.fix_fingers_interval)
+    def _join_looked_up(self, j: _Join, succs: tuple[NodeRef, ...] | None,
+                        lk: _Lookup) -> None:
+        if j is not self._join:
+            return
+        found = [s for s in succs or () if s.id != self.id]
+        if succs and succs[0].id == self.id:
+            # the ring holds us already (a peer adopted us): our successor is the node
+            # after us there, or in a ring of two the bootstrap; the walk checks it
+            found.append(j.bootstrap)
+        if not found:
+            self._join_failed(j, lk.reason or "no successor found")
+            return
+        self._join_verify(j, found[0], found[1:], _JOIN_WALK)
 
-            def dead() -> None:
-                # the candidate died: its successor takes over its range
-                if rest and self.status == JOINING:
-                    verify(rest[0], rounds, rest[1:])
-                else:
-                    fail(f"{s} did not answer")
+    def _join_verify(self, j: _Join, s: NodeRef, rest: list[NodeRef], rounds: int) -> None:
+        """Before committing, ask the candidate successor for its predecessor: a node
+        between us and it (joined meanwhile, or missing from a stale list on the lookup
+        path) is the better successor. Keeps joiners hanging off the ring in the right
+        place (Zave's join reads a member's state atomically; over messages two joins at
+        one place can race)."""
+        self._request(
+            s, GetNeighbors,
+            lambda m: self._join_verified(j, s, rest, rounds, m),
+            lambda: self._join_candidate_lost(j, rest, rounds, f"{s} did not answer"),
+        )
 
-            self._request(s, GetNeighbors, ok, dead)
+    def _join_verified(self, j: _Join, s: NodeRef, rest: list[NodeRef], rounds: int,
+                       m: Message) -> None:
+        if j is not self._join:
+            return
+        if not isinstance(m, Neighbors):
+            why = f"{m.code} {m.reason}" if isinstance(m, Error) else type(m).__name__
+            self._join_candidate_lost(j, rest, rounds, f"{s} refused: {why}")
+            return
+        p = m.predecessor
+        if (rounds > 0 and p is not None and p.id != self.id
+                and between(p.id, self.id, s.id) and not self._is_suspect(p.id)):
+            self._join_verify(j, p, [s, *rest], rounds - 1)
+            return
+        self._join = None
+        self._set_successors([s, *self._tail_after(s, m.successors)])
+        self._events.append(Joined(s))
+        self._periodic("stabilize", self._now)
+        self._periodic("fingers", self._now + self.config.fix_fingers_interval)
+        self._periodic("merge", self._now)  # peers heard of while joining
 
-        def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
-            if self.status != JOINING:
-                return
-            found = [s for s in succs or () if s.id != self.id]
-            if not found:
-                fail(lk.reason or "no successor")
-                return
-            verify(found[0], 8, found[1:])
+    def _join_candidate_lost(self, j: _Join, rest: list[NodeRef], rounds: int,
+                             reason: str) -> None:
+        if j is not self._join:
+            return
+        if rest:  # the candidate died or refused: its successor takes over its range
+            self._join_verify(j, rest[0], rest[1:], rounds)
+        else:
+            self._join_failed(j, reason)
 
-        pool = [bootstrap, *(x for x in self._recent.values() if x.id != bootstrap.id)]
-        self._start_lookup(self.id, done, pool=pool, use_local=False)
+    def _join_failed(self, j: _Join, reason: str) -> None:
+        j.attempts += 1
+        j.reason = reason
+        if j.attempts < self.config.join_attempts:
+            self._periodic("join", self._now + self._jit(_backoff(1.0, 8.0, j.attempts)))
+            return
+        # alone, a ring of one: merge checks keep trying the bootstrap, with backoff
+        self._join = None
+        self.join_gave_up = True
+        self._events.append(JoinFailed(j.bootstrap, reason))
+        self._add_peer(j.bootstrap, self._now + self.config.merge_check_interval)
 
     def lookup(self, key: int, now: float, recursive: bool = False) -> int:
         """Find the successor of `key`; a LookupDone or LookupFailed event follows."""
@@ -691,12 +786,14 @@ class ChordNode:
         and starts merging the two rings when it is not.
         """
         self._touch(now)
-        if ref.id == self.id or self.status != MEMBER:
+        if ref.id == self.id or self.status != MEMBER or self._in_tables(ref.id):
+            return
+        if self._join is not None:
+            # it may be on another ring than the one we are joining: checked once joined
+            self._add_peer(ref, now)
             return
         if not self.successors and self.predecessor is None:
             self.join(ref, now)
-            return
-        if self._in_tables(ref.id):
             return
         self._add_peer(ref, now)
         self._unsettle()
@@ -705,9 +802,10 @@ class ChordNode:
     def leave(self, now: float) -> None:
         """Hand our records to our successor, tell our neighbours, then stop."""
         self._touch(now)
-        if self.status not in (MEMBER, JOINING):
+        if self.status != MEMBER:
             return
-        self.status = LEAVING
+        self._enter(LEAVING)
+        self._join = None
         succ = self.successors[0] if self.successors else None
 
         def one_done(*_: object) -> None:
@@ -781,11 +879,14 @@ class ChordNode:
             return
         if req.provisional and isinstance(msg, Ack):
             req.provisional = False
+            req.retransmitted = True  # the final answer's delay is not a round trip
             req.tries = 1
             req.deadline = self._now + self.config.recursive_timeout
             self._at(req.deadline, "req", req.txn)
             return
         del self._pending[msg.txn]
+        if not req.retransmitted:  # Karn: a retransmitted request's answer is ambiguous
+            self._rtt.sample(self._now - req.sent_at)
         if req.on_reply is not None:
             req.on_reply(msg)
 
@@ -835,9 +936,10 @@ class ChordNode:
         provisional: bool = False,
         **fields: object,
     ) -> int:
+        c = self.config
         msg = self._msg(cls, **fields)
         req = _Req(
-            dest, msg, attempts or self.config.attempts, timeout or self.config.rto,
+            dest, msg, attempts or self.config.attempts, self._rtt.timeout(timeout or c.rto),
             on_reply, on_fail, provisional,
         )
         self._pending[msg.txn] = req
@@ -845,6 +947,10 @@ class ChordNode:
         return msg.txn
 
     def _transmit(self, req: _Req) -> None:
+        if req.deadline:
+            req.retransmitted = True
+        else:
+            req.sent_at = self._now
         self._out.append((req.dest, req.msg))
         self.stats["requests_sent"] += 1
         req.deadline = self._now + req.timeout
@@ -1009,7 +1115,10 @@ class ChordNode:
         self.version += 1
         if lst:
             self.detached = False
-            self.join_failed = False
+            self.join_gave_up = False
+            if self._join is not None:  # a peer adopted us: on a ring, the join is moot
+                self._add_peer(self._join.bootstrap, self._now)  # (another ring? merge)
+                self._join = None
         self._events.append(NeighborsChanged(self.predecessor, tuple(lst)))
         self._schedule_sync()
         self._unsettle()
@@ -1036,7 +1145,24 @@ class ChordNode:
             last = d
             if not self._is_suspect(x.id):
                 out.append(x)
+            else:
+                self._probe(x)
         return out
+
+    def _probe(self, x: NodeRef) -> None:
+        """A suspect that a neighbour lists as its successor may only have lost our
+        messages (a lossy link): ask it once; its answer clears the suspicion
+        (`_heard`) and the next stabilize takes it back."""
+        if x.id in self._probing:
+            return
+        self._probing.add(x.id)
+
+        def answered(_: Message) -> None:
+            self._probing.discard(x.id)
+            self._stab_calm = 0
+            self._periodic("stabilize", self._now)  # take it back now
+
+        self._request(x, Ping, answered, lambda: self._probing.discard(x.id))
 
     def _closer_successor(self, candidate: NodeRef, succ: NodeRef) -> bool:
         """Zave's stabilize test: adopt succ's predecessor only when it lies between."""
@@ -1091,7 +1217,8 @@ class ChordNode:
         c = self.config
         if kind == "stabilize":
             interval = _backoff(c.stabilize_interval, c.stabilize_max, self._stab_calm)
-            self._stab_calm += 1
+            if self.successors and self.predecessor is not None:
+                self._stab_calm += 1  # else not on a formed ring yet: stay at the fast rate
             self._periodic(kind, self._now + self._jit(interval))
             if self.status == MEMBER:
                 self._stabilize()
@@ -1114,11 +1241,9 @@ class ChordNode:
             self._periodic(kind, self._now + self._jit(c.merge_check_interval))
             if self.status == MEMBER:
                 self._merge_check()
-        elif kind == "join":
-            target = self._join_retry
-            if self.status == JOINING and target is not None:
-                self.status = MEMBER
-                self.join(target, self._now)
+        elif kind == "join":  # a failed join's next attempt
+            if self._join is not None and self.status == MEMBER:
+                self._join_attempt(self._join)
         elif kind == "refresh":
             self._periodic(kind, self._now + 1.0)
             if self.status == MEMBER:
@@ -1171,7 +1296,7 @@ class ChordNode:
                 self._poke[x.id] = x
         if not self._poke:
             return
-        when = max(self._now, self._poked_at + self.config.stabilize_interval / 2)
+        when = max(self._now, self._poked_at + self.config.stabilize_interval / 10)
         if self._due.get("poke", math.inf) > when:
             self._periodic("poke", when)
 
@@ -1251,11 +1376,10 @@ class ChordNode:
             return
         self.ring_complete = False
         self._set_successors([s, *self._tail_after(s, nb.successors)])
-        p = nb.predecessor
-        if depth >= 16:
-            p = None
-        if p is None or not self._closer_successor(p, s) or self._is_suspect(p.id):
-            if p is None or p.id != self.id:  # already its predecessor: nothing to rectify
+        pred = nb.predecessor
+        p = None if depth >= 16 else self._closest_between(s, [pred, *nb.successors])
+        if p is None:
+            if pred is None or pred.id != self.id:  # already its predecessor: no rectify
                 self._notify(s)
             return
 
@@ -1283,8 +1407,24 @@ class ChordNode:
 
         self._request(p, GetNeighbors, ok, fail)
 
+    def _closest_between(self, s: NodeRef, nodes: Iterable[NodeRef | None]) -> NodeRef | None:
+        """The node of s's view (its predecessor, Zave's rule, or one of its successors)
+        closest after us that lies between us and s, if any. Successors count too: boxes
+        powered on together may adopt each other the wrong way round, a loopy ring that
+        stabilize by predecessors alone never repairs (Zave 2017); there a node of s's
+        list before s is the sign."""
+        best: NodeRef | None = None
+        for x in nodes:
+            if x is None or not self._closer_successor(x, s):
+                continue
+            if self._is_suspect(x.id):
+                self._probe(x)
+            elif best is None or dist(self.id, x.id) < dist(self.id, best.id):
+                best = x
+        return best
+
     def _notify(self, s: NodeRef) -> None:
-        self._request(s, Notify, None, None, attempts=1)
+        self._request(s, Notify, None, None, attempts=2)  # acked: a loss costs an RTO, not a round
 
     def _rectify(self, n: NodeRef) -> None:
         p = self.predecessor
@@ -1685,9 +1825,6 @@ class ChordNode:
                 self._periodic("stabilize", soon)
 
     def _on_get_neighbors(self, m: GetNeighbors) -> None:
-        if self.status != MEMBER:
-            self._reply(m, Error, code=503, reason="not on a ring yet")
-            return
         self._reply(m, Neighbors, predecessor=self.predecessor, successors=tuple(self.successors))
 
     def _on_notify(self, m: Notify) -> None:
@@ -1698,9 +1835,6 @@ class ChordNode:
             self._rectify(m.src)
 
     def _on_find_successor(self, m: FindSuccessor) -> None:
-        if self.status != MEMBER:
-            self._reply(m, Error, code=503, reason="not on a ring yet")
-            return
         found, nodes = self._route(m.key)
         if found:
             self._reply(m, Found, key=m.key, successors=tuple(nodes), hops=m.hops + 1)
@@ -2139,7 +2273,7 @@ class ChordNode:
         self._request(t, Fetch, ok, fail, attempts=2, resource_id=resource_id)
 
     def _finish_leave(self) -> None:
-        self.status = LEFT
+        self._enter(LEFT)
         self._pending.clear()
         self._lookups.clear()
         self._events.append(Left())

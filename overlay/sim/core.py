@@ -264,6 +264,14 @@ class Simulation:
             a.learn_peer(b.ref, self.now)
             self._pump(a)
 
+    def discover(self, label: int, other: int) -> None:
+        """Discovery on node `label` names node `other` (both live and reachable)."""
+        a, b = self.by_label.get(label), self.by_label.get(other)
+        if a in self.live and b in self.live and self.group.get(a, 0) == self.group.get(b, 0):
+            node = self.live[a]
+            node.learn_peer(self.live[b].ref, self.now)
+            self._pump(node)
+
     def _discover(self) -> None:
         """What mDNS does for a box that is on nobody's ring: it sees another box on its
         link. Every `discovery_interval`, each lone node (no successor, no predecessor)
@@ -406,16 +414,17 @@ class Simulation:
                 self._on_violation(self.now, v)
         return rep.violations
 
-    def converged(self) -> list[str]:
-        return converged(self.live.values(), self.live, self.config.r)
+    def converged(self, depth: int | None = None) -> list[str]:
+        return converged(self.live.values(), self.live, self.config.r, depth)
 
-    def run_until_converged(self, limit: float, poll: float = 1.0) -> float | None:
+    def run_until_converged(self, limit: float, poll: float = 1.0,
+                            depth: int | None = None) -> float | None:
         """Run until the ring is exactly right (or `limit` seconds pass); then strict
-        checking resumes. Returns the time it took, or None."""
+        checking resumes. Returns the time it took, or None. `depth`: see converged()."""
         start = self.now
         while self.now - start < limit:
-            self.run_for(poll)
-            if self.converged():
+            self.run_for(min(poll, limit - (self.now - start)))
+            if self.converged(depth):
                 continue
             if self.relaxed and not self.partitioned:
                 self.relaxed = False

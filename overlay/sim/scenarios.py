@@ -183,8 +183,33 @@ def two_rings(seed: int, size: int, records: float = 1.0, discover: int = 1) -> 
     return acts
 
 
+def coldstart(seed: int, nodes: int, spread: float = 1.5, deadline: float = 5.0,
+              records: float = 0.0) -> list[Action]:
+    """Boxes powered on together: `nodes` lone nodes start at the same instant, and
+    discovery hands each one every other node, in random order, each after a random
+    delay in [0, spread] (as mDNS browsers do). One correct ring must hold `deadline`
+    seconds after power-on."""
+    rng = random.Random(f"scenario/{seed}")
+    acts = [Action(0.0, "boot", (i,)) for i in range(nodes)]
+    heard = sorted(
+        (rng.uniform(0.0, spread), rng.random(), i, j)
+        for i in range(nodes) for j in range(nodes) if i != j
+    )
+    t = 0.0
+    for when, _, i, j in heard:
+        acts.append(Action(when - t, "discover", (i, j)))
+        t = when
+    acts.append(Action(0.0, "ring", (deadline - t,)))
+    acts.append(Action(0.0, "converge", (60.0, 0.05)))  # full-mesh lists complete too
+    if records:
+        acts += _puts(rng, list(range(nodes)), records)
+        acts.append(Action(5.0, "records", ()))
+    return acts
+
+
 SCENARIOS: dict[str, Callable[..., list[Action]]] = {
     "grow": grow, "churn": churn, "fail": fail, "partition": partition, "merge": two_rings,
+    "coldstart": coldstart,
 }
 
 
@@ -211,6 +236,8 @@ def run(
     not_conv: list[str] = []
     conv_times: list[float] = []
     first_step: list[int] = []
+    ring_at: list[float] = []  # virtual times (power-on is 0) the ring formed ...
+    converged_at: list[float] = []  # ... and of each convergence
 
     def on_violation(now: float, v: Any) -> None:
         if not first_step:
@@ -228,6 +255,14 @@ def run(
         if op == "add":
             if args[0] not in sim.by_label:
                 sim.add_node(args[0], bootstrap=None)
+        elif op == "boot":  # powered on alone: no bootstrap until discovery names one
+            if args[0] not in sim.by_label:
+                sim.add_node(args[0], bootstrap=-1)
+                # lone boxes are separate rings until they hear of each other (as after
+                # a partition): strict checks resume once the one ring has formed
+                sim.relaxed = len(sim.live) > 1
+        elif op == "discover":
+            sim.discover(*args)
         elif op == "crash":
             sim.crash(args[0])
         elif op == "leave":
@@ -244,17 +279,26 @@ def run(
             sim.heal(discover=args[0])
         elif op == "loss":
             sim.loss = args[0]
+        elif op == "ring":  # one correct ring: Zave's invariants and the first r successors
+            took = sim.run_until_converged(args[0], 0.05, depth=sim.config.r)
+            if took is None:
+                problems = sim.converged(sim.config.r)
+                not_conv.append(f"t={sim.now:.1f}: no ring: " + "; ".join(problems[:3]))
+            else:
+                ring_at.append(sim.now)
+                sim.log.append(f"{sim.now:9.3f} one ring")
         elif op in ("converge", "converge_groups"):
             if op == "converge_groups":
                 took = _converge_groups(sim, args[0])
             else:
-                took = sim.run_until_converged(args[0])
+                took = sim.run_until_converged(*args)
             if took is None:
                 problems = sim.converged() if op == "converge" else ["groups did not converge"]
                 not_conv.append(f"t={sim.now:.1f}: " + "; ".join(problems[:3]))
                 sim.log.append(f"{sim.now:9.3f} NOT CONVERGED: {problems[:3]}")
             else:
                 conv_times.append(took)
+                converged_at.append(sim.now)
                 sim.log.append(f"{sim.now:9.3f} converged after {took:.1f}s")
         elif op == "records":
             found, lost, details = sim.check_records()
@@ -278,7 +322,8 @@ def run(
         trace=list(sim.trace),
         wall=time.perf_counter() - t0,
         first_violation_step=first_step[0] if first_step else None,
-        extra={"sim": sim},
+        extra={"sim": sim, "ring_at": [round(t, 3) for t in ring_at],
+               "converged_at": [round(t, 3) for t in converged_at]},
     )
 
 

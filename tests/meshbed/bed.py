@@ -522,12 +522,19 @@ class MeshBed:
 
     # -- phones and nodes -----------------------------------------------------------------
     def node(self, i: int, *extra_args: str, config: str | None = None,
-             port: int = 5060) -> NodeProcess:
+             port: int = 5060, data_dir: Path | None = None) -> NodeProcess:
         """`python -m appliance.cli run` in host i's namespace, bound to its address, on the
         standard SIP port, with no config file (unless config= gives one). Waits for ready;
-        stopped at teardown (which asserts it exits with 0)."""
+        stopped at teardown (which asserts it exits with 0). The data directory is the
+        host's own (kept across restarts, as a box's SD card) unless data_dir= gives one."""
         return self._nodes(self.workdir, *extra_args, config=config, port=port,
-                           netns=self.ns(i), host=self.addr(i))
+                           netns=self.ns(i), host=self.addr(i), data_dir=data_dir)
+
+    def stop_node(self, node: NodeProcess) -> int:
+        """SIGTERM a node (a box switched off) and wait; returns its exit code."""
+        if node in self._nodes.nodes:
+            self._nodes.nodes.remove(node)
+        return node.stop()
 
     def kill_node(self, node: NodeProcess) -> None:
         """SIGKILL a node (a box losing power: no goodbye, no hand-over); teardown then no
