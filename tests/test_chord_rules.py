@@ -15,6 +15,7 @@ from overlay.chord.messages import (
     GetNeighbors,
     Learn,
     Leave,
+    Message,
     Neighbors,
     NodeRef,
     Notify,
@@ -29,7 +30,6 @@ from overlay.chord.messages import (
 )
 from overlay.chord.node import (
     CERTIFICATE_NEEDED,
-    JOINING,
     LEFT,
     MEMBER,
     ChordConfig,
@@ -126,7 +126,7 @@ def test_lone_node_is_a_ring_of_one_and_answers_everything_itself() -> None:
 def test_join_learns_only_a_successor_list() -> None:
     a, b = node(1), node(5)
     b.join(a.ref, 0.0)
-    assert b.status == JOINING
+    assert b.status == MEMBER and b.joining  # a ring of one while it joins
     [(dest, fs)] = sent(b)
     assert dest == a.ref and isinstance(fs, FindSuccessor) and fs.key == b.id
     a.receive(fs, 0.01)
@@ -138,7 +138,7 @@ def test_join_learns_only_a_successor_list() -> None:
     a.receive(gn, 0.03)
     [(_, nb)] = sent(a)
     b.receive(nb, 0.04)
-    assert b.status == MEMBER and b.successors == [a.ref]
+    assert b.status == MEMBER and b.successors == [a.ref] and not b.joining
     assert b.predecessor is None
     assert a.predecessor is None and a.successors == []  # a learns nothing from a join
 
@@ -301,13 +301,81 @@ def test_recursive_lookup_forwards_acks_and_relays_the_answer() -> None:
     assert done.request_id == rid and done.successors == (ref(12),) and done.hops == 2
 
 
-def test_non_members_refuse_to_route() -> None:
+def test_a_joining_node_answers_as_the_ring_of_one_it_is() -> None:
+    """Boxes powered on together join through each other: a joiner that refused (503 "not
+    on a ring yet") left every box waiting for the others."""
     a = node(1)
     a.join(ref(5), 0.0)
     sent(a)
     a.receive(FindSuccessor(src=ref(9), txn=4, key=3), 0.0)
-    [(_, err)] = sent(a)
-    assert isinstance(err, Error) and err.code == 503
+    a.receive(GetNeighbors(src=ref(9), txn=5), 0.0)
+    [(_, found), (_, nb)] = sent(a)
+    assert isinstance(found, Found) and found.successors == (a.ref,)
+    assert isinstance(nb, Neighbors) and nb.successors == ()
+
+
+def _next_sent(a: ChordNode, kind: type, now: float) -> tuple[Message, float]:
+    """Run a's timers until it sends a `kind`; (that message, the time)."""
+    while True:
+        found = sent(a, kind)
+        if found:
+            return found[0][1], now
+        t = a.get_timer()
+        assert t is not None and t < now + 60, f"no {kind.__name__} sent"
+        now = t
+        a.handle_timer(now)
+
+
+def test_a_join_whose_bootstrap_never_answers_is_retried_with_backoff_then_given_up() -> None:
+    a = node(1)
+    a.join(ref(5), 0.0)
+    starts = [0.0]
+    now = 0.0
+    while a.joining:
+        now = a.get_timer()
+        a.handle_timer(now)
+        if any(isinstance(m, FindSuccessor) for _, m in sent(a)):
+            starts.append(now)
+    # each attempt asks the bootstrap twice (a second chance for a lost message); the
+    # pauses between attempts grow
+    pauses = [b - x for x, b in zip(starts, starts[1:], strict=False) if b - x > 0.9]
+    assert len(pauses) == ChordConfig().join_attempts - 1
+    assert pauses == sorted(pauses) and pauses[-1] > 4 * pauses[0]
+    assert a.status == MEMBER and a.join_failed
+    assert any(type(e).__name__ == "JoinFailed" for e in events(a))
+    # alone, it goes on answering, and its merge checks keep trying the bootstrap
+    run_timer(a, now + 10.0)
+    assert any(isinstance(m, Ping) and d == ref(5) for d, m in sent(a))
+
+
+def test_a_join_answered_with_errors_is_retried_not_left_waiting() -> None:
+    """The cold-start deadlock: every box answered the others' join with an error, and
+    the join waited for ever on an answer it had already had."""
+    a = node(1)
+    a.join(ref(5), 0.0)
+    fs, now = _next_sent(a, FindSuccessor, 0.0)
+    a.receive(reply(fs, Error, ref(5), code=503, reason="not on a ring yet"), now + 0.01)
+    gn, now = _next_sent(a, GetNeighbors, now + 0.01)  # the only node that answered
+    a.receive(reply(gn, Error, ref(5), code=503, reason="not on a ring yet"), now + 0.01)
+    assert a.joining and a.successors == []
+    fs, now = _next_sent(a, FindSuccessor, now + 0.01)  # a later attempt
+    a.receive(reply(fs, Found, ref(5), key=a.id, successors=(ref(5),), hops=1), now + 0.01)
+    gn, now = _next_sent(a, GetNeighbors, now + 0.01)
+    a.receive(reply(gn, Neighbors, ref(5), predecessor=None, successors=()), now + 0.01)
+    assert a.successors == [ref(5)] and not a.joining
+
+
+def test_a_join_found_by_the_ring_meanwhile_ends_at_once() -> None:
+    """A lone box that a peer adopted (Notify, then its own stabilize takes the peer) is on
+    a ring: its pending join is moot and must not keep it joining."""
+    a = node(1)
+    a.join(ref(5), 0.0)
+    sent(a)
+    a.receive(Notify(src=ref(5), txn=9), 0.01)  # ref(5) made us its successor
+    out = stabilize_now(a, 0.02)  # a ring of one with a predecessor adopts it
+    [(_, gn)] = [(d, m) for d, m in out if isinstance(m, GetNeighbors)]
+    a.receive(reply(gn, Neighbors, ref(5), predecessor=None, successors=(a.ref,)), 0.03)
+    assert a.successors == [ref(5)] and not a.joining
 
 
 def test_messages_of_another_overlay_are_dropped() -> None:
@@ -320,7 +388,7 @@ def test_learn_peer_makes_a_lone_node_join() -> None:
     a = node(1)
     a.learn_peer(ref(7), 0.0)
     [(dest, fs)] = sent(a)
-    assert a.status == JOINING and dest == ref(7) and isinstance(fs, FindSuccessor)
+    assert a.joining and dest == ref(7) and isinstance(fs, FindSuccessor)
 
 
 # ----------------------------------------------------------------------------- records
@@ -519,6 +587,7 @@ def _drive(n: ChordNode, until: float, answer) -> list[float]:
 def test_stabilize_backs_off_while_stable_and_speeds_up_on_change() -> None:
     a = node(1)
     a.successors = [ref(5)]
+    a.predecessor = ref(13)  # on a formed ring (a node without one stays at the fast rate)
     view = {"succ": (ref(9),)}
 
     def answer(t, dest, msg):
@@ -660,7 +729,7 @@ def test_a_get_answers_from_its_own_copies_when_the_replicas_are_silent() -> Non
 
 
 def test_a_fetch_timeout_moves_on_to_further_successors_then_a_fresh_lookup() -> None:
-    a = node(1)
+    a = node(1, rto_min=0.5)  # timeouts as configured, not from the measured round trip
     a.successors = [ref(2), ref(3)]
     a.predecessor = ref(15)
     rid = a.get(7 * K, 0.0)
@@ -695,7 +764,7 @@ def test_a_fetch_timeout_moves_on_to_further_successors_then_a_fresh_lookup() ->
 
 
 def test_when_every_successor_found_is_silent_a_fresh_lookup_avoids_them() -> None:
-    a = node(1)
+    a = node(1, rto_min=0.5)  # timeouts as configured, not from the measured round trip
     a.successors = [ref(2), ref(3)]
     a.predecessor = ref(15)
     rid = a.get(7 * K, 0.0)

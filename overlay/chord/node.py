@@ -176,7 +176,8 @@ class ChordConfig:
     stabilize_max: float = 8.0  # stable: the interval doubles up to this
     fix_fingers_interval: float = 2.0  # while lookups find new fingers
     fix_fingers_max: float = 32.0  # fingers found unchanged: the interval doubles up to this
-    rto: float = 0.5  # maintenance request timeout (per try)
+    rto: float = 0.5  # maintenance request timeout (per try) ...
+    rto_min: float = 0.15  # ... and the floor of the one measured round trips give
     attempts: int = 3  # tries before a neighbour is declared dead
     lookup_timeout: float = 0.5  # per lookup hop (one try, then the next candidate)
     recursive_timeout: float = 4.0  # after a recursive hop's provisional Ack
@@ -371,7 +372,6 @@ class _RoundTrip:
     requests, each waiting on the last)."""
 
     __slots__ = ("srtt", "rttvar")
-    FLOOR = 0.15  # seconds: a busy Pi's scheduling hiccups stay below this
 
     def __init__(self) -> None:
         self.srtt: float | None = None
@@ -384,10 +384,10 @@ class _RoundTrip:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
-    def timeout(self, cap: float) -> float:
+    def timeout(self, cap: float, floor: float) -> float:
         if self.srtt is None:
             return cap
-        return min(cap, max(self.FLOOR, self.srtt + 4 * self.rttvar))
+        return min(cap, max(floor, self.srtt + 4 * self.rttvar))
 
 
 class _Peer:
@@ -939,7 +939,7 @@ class ChordNode:
         c = self.config
         msg = self._msg(cls, **fields)
         req = _Req(
-            dest, msg, attempts or self.config.attempts, self._rtt.timeout(timeout or c.rto),
+            dest, msg, attempts or c.attempts, self._rtt.timeout(timeout or c.rto, c.rto_min),
             on_reply, on_fail, provisional,
         )
         self._pending[msg.txn] = req
@@ -1296,7 +1296,7 @@ class ChordNode:
                 self._poke[x.id] = x
         if not self._poke:
             return
-        when = max(self._now, self._poked_at + self.config.stabilize_interval / 10)
+        when = max(self._now, self._poked_at + self.config.stabilize_interval / 2)
         if self._due.get("poke", math.inf) > when:
             self._periodic("poke", when)
 
