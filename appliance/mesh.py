@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class Mesh:
             seeds=config.seeds,
         )
         self.links = LinkWatcher(self._links_changed)
+        # Told every snapshot of the box's addresses (at start, then on each change).
+        self.on_addresses: Callable[[dict[str, list[str]]], None] | None = None
         self._found: dict[str, tuple[float, list[str]]] = {}
 
     def _new_service(self, host: str) -> OverlayService:
@@ -68,6 +71,8 @@ class Mesh:
                 source="overlay"))
 
     async def _links_changed(self, addresses: dict[str, list[str]]) -> None:
+        if self.on_addresses is not None:
+            self.on_addresses(addresses)
         self.discovery.links_changed(addresses)
         if not self.follow_links:
             return
@@ -91,7 +96,9 @@ class Mesh:
     async def start(self) -> None:
         self.service.start()
         await self.discovery.start()
-        await self.links.start()
+        addresses = await self.links.start()
+        if self.on_addresses is not None:
+            self.on_addresses(addresses)
 
     async def stop(self) -> None:
         await self.links.stop()

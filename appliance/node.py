@@ -13,12 +13,14 @@ from typing import Any
 from overlay.identity import IdentityError, NodeIdentity
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, parse_message
+from overlay.sip.resolver import Resolver
 from overlay.sip.responses import salvage_error_response
 from overlay.sip.routing import Address, local_ip_for, stamp_via
 from overlay.sip.transaction import TransactionLayer, client_key_of
 from overlay.sip.transport import SendError, SipTransport
 from overlay.wakeup import Wakeup
 
+from .addresses import OwnAddresses, default_names
 from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
@@ -67,7 +69,11 @@ class Node:
             default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,
         )
         self.txl = TransactionLayer(t1=config.t1_ms / 1000.0)
-        self.proxy = Proxy(self.txl, self.location, self._local_address, self.token)
+        self.own = OwnAddresses(config.bind, config.sip_port, default_names())
+        self.proxy = Proxy(self.txl, self.location, self._local_address, self.token, self.own)
+        self.resolver = Resolver()
+        self.proxy.address = self.resolver.address
+        self.proxy.resolve = self._resolve
         self.transport = SipTransport(self._on_message, self._on_send_error)
         self.control = ControlServer(self.data_dir / "control.sock", self.status)
         self.bindings_file = self.data_dir / "bindings.json"
@@ -93,6 +99,7 @@ class Node:
             await self.transport.start(self.config.bind, self.config.sip_port)
         except OSError as exc:
             raise NodeError(str(exc)) from None
+        self.own.port = self.transport.local_port
         await self._start_mesh()
         await self.control.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
@@ -111,6 +118,8 @@ class Node:
                          self.transport.local_port)
         self.proxy.find_remote = self._find_remote
         self.proxy.forget_remote = self.mesh.forget
+        self.own.add_names([self.mesh.discovery.server])
+        self.mesh.on_addresses = self.own.set_links
         await self.mesh.start()
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
@@ -208,6 +217,18 @@ class Node:
             self.txl.client_transport_error(key, now)
             self._pump(now)
 
+    def _resolve(self, hosts: list[str], done: Callable[[float], None]) -> bool:
+        names = self.resolver.unknown(hosts)
+        if not names:
+            return False
+
+        def resolved(now: float) -> None:
+            done(now)
+            self._pump(now)
+
+        self.resolver.resolve(names, resolved)
+        return True
+
     def _pump(self, now: float) -> None:
         while (event := self.txl.next_event()) is not None:
             try:
@@ -260,8 +281,9 @@ class Node:
             "registrations": registrations,
             "calls": self.proxy.status(now),
             "counters": self.counters | self.proxy.counters | self.transport.counters
-            | self.txl.stats,
+            | self.txl.stats | self.resolver.stats,
             "overlay": self.mesh.status() if self.mesh is not None else None,
+            "sip_addresses": self.own.status(),
         }
 
 

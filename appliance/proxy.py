@@ -4,7 +4,10 @@ It consumes transaction-layer events and answers through the transaction layer;
 the asyncio node only moves bytes and time. Initial requests are routed by
 extension to the registered contacts (forking to all of them in parallel);
 requests with a Route to us or a To tag follow their route (Record-Route keeps
-in-dialog requests on this node).
+in-dialog requests on this node). A Route or Request-URI that names this box (any of its
+addresses or names, see addresses.py) is the box itself (RFC 3261 16.4). A request that
+names hosts by name waits for them to resolve (without blocking: `resolve`) before it is
+routed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from overlay.sip.message import Request, Response
 from overlay.sip.responses import make_response
 from overlay.sip.routing import (
     Address,
+    literal_address,
     new_branch,
     new_tag,
     uri_address,
@@ -36,8 +40,9 @@ from overlay.sip.transaction import (
     TransactionLayer,
     TransportFailed,
 )
-from overlay.sip.uri import parse_name_addr, parse_uri, uri_host
+from overlay.sip.uri import Uri, parse_name_addr, parse_uri, uri_host
 
+from .addresses import OwnAddresses
 from .registrar import Location
 
 log = logging.getLogger("meshsip.proxy")
@@ -56,6 +61,9 @@ LocalAddress = Callable[[Address], Address]
 FindRemote = Callable[[str, Callable[[list[str], float], None]], None]
 # Tells the mesh a box it named did not answer, so the next lookup is not served from cache.
 ForgetRemote = Callable[[str], None]
+# Looks host names up without blocking: False when all are known already (IP literals,
+# cached answers); else True, and done(now) is called once each has an answer.
+Resolve = Callable[[list[str], Callable[[float], None]], bool]
 # Marks a request one box sends another for a phone registered there: the receiving box
 # serves it from its own registrations and never asks the mesh again (no loops).
 HOP_HEADER = "Meshsip-Hop"
@@ -100,11 +108,15 @@ class Proxy:
         location: Location,
         local_address: LocalAddress,
         node_token: str,
+        own: OwnAddresses | None = None,
     ) -> None:
         self.txl = txl
         self.location = location
         self.local_address = local_address
         self.token = node_token  # marks our own Record-Route entries
+        self.own = own if own is not None else OwnAddresses("", 0)  # knows no address
+        self.resolve: Resolve | None = None
+        self.address: Callable[[str], str | None] = literal_address  # host -> IP, no waiting
         self.find_remote: FindRemote | None = None
         self.forget_remote: ForgetRemote | None = None
         self._box_deadlines: dict[object, float] = {}  # INVITE branches to boxes: no answer yet
@@ -118,10 +130,11 @@ class Proxy:
     def handle(self, event: Event, now: float) -> None:
         if isinstance(event, RequestReceived):
             self.counters["requests"] += 1
-            if event.server_key is None:
-                self._forward_stateless(event.request, event.source)
-            else:
-                self._on_request(event.request, event.source, event.server_key, now)
+            hosts = self._host_names(event.request, now)
+            if self.resolve is not None and hosts and self.resolve(
+                    hosts, lambda when, e=event: self._resolved(e, when)):
+                return  # (an INVITE waits in Proceeding: a CANCEL meanwhile finds it)
+            self._intake(event, now)
         elif isinstance(event, ResponseReceived):
             self._on_response(event.response, event.client_key, now)
         elif isinstance(event, StrayResponse):
@@ -130,6 +143,36 @@ class Proxy:
             self._on_branch_failure(event, now)
         elif isinstance(event, ServerTerminated):
             self.by_server.pop(event.server_key, None)
+
+    def _host_names(self, request: Request, now: float) -> list[str]:
+        """Host names (not IP literals, not our own names) the request's routing needs:
+        in its Route, its Request-URI and the contacts of the extension it is for."""
+        if request.method in ("REGISTER", "CANCEL") or not request.uri.is_sip:
+            return []  # answered here, whatever they name
+        uris = [parse_name_addr(v, "Route").uri for v in request.get_all("Route")]
+        uris.append(request.uri)
+        if request.uri.user:
+            uris += [b.contact_uri().uri for b in self.location.lookup(request.uri.user, now)]
+        return [u.host for u in uris
+                if literal_address(u.host) is None and not self.own.is_own_name(u.host)]
+
+    def _resolved(self, event: RequestReceived, now: float) -> None:
+        key = event.server_key
+        if key is not None and self.txl.server_state(key) not in (TRYING, PROCEEDING):
+            return  # the caller gave up (CANCEL, timeout) while we looked
+        self._intake(event, now)
+
+    def _intake(self, event: RequestReceived, now: float) -> None:
+        if event.server_key is None:
+            self._forward_stateless(event.request, event.source)
+        else:
+            self._on_request(event.request, event.source, event.server_key, now)
+
+    def _uri_address(self, uri: Uri) -> Address | None:
+        return uri_address(uri, self.address)
+
+    def _names_me(self, uri: Uri) -> bool:
+        return uri.is_sip and self.own.is_me(uri.host, uri.port, self.address(uri.host))
 
     def _reply(self, key: object, request: Request, status: int, reason: str | None = None,
                now: float = 0.0) -> Response:
@@ -162,16 +205,17 @@ class Proxy:
             self.txl.send_response(make_response(request, 100), key, now)
         route = request.get("Route")
         in_dialog = request._to_view().tag is not None
+        # A Request-URI naming this box is for the box's own domain, dialog or not.
+        ours = not in_dialog or self._names_me(request.uri)
         if route is not None:
             target_uri = parse_name_addr(route, "Route").uri
-            self._proxy(request, source, key, [(request, uri_address(target_uri))], now)
-        elif in_dialog or request.uri.user is None:
-            if request.uri.user is None and not in_dialog:
-                self._answer_locally(request, key, now)
-                return
-            self._proxy(request, source, key, [(request, uri_address(request.uri))], now)
-        else:
+            self._proxy(request, source, key, [(request, self._uri_address(target_uri))], now)
+        elif ours and request.uri.user is None:
+            self._answer_locally(request, key, now)
+        elif ours:
             self._route_to_extension(request, source, key, now)
+        else:
+            self._proxy(request, source, key, [(request, self._uri_address(request.uri))], now)
 
     def _answer_locally(self, request: Request, key: object, now: float) -> None:
         """Requests addressed to the node itself (no user part): OPTIONS pings and the like."""
@@ -199,7 +243,7 @@ class Proxy:
             copy = _copy(request)
             copy.uri = b.contact_uri().uri
             # Phones on TCP are reached on the connection they registered over.
-            dest = b.source if b.source[0] == "TCP" else uri_address(copy.uri)
+            dest = b.source if b.source[0] == "TCP" else self._uri_address(copy.uri)
             targets.append((copy, dest))
         if request.method == "INVITE":
             self.counters["calls"] += 1
@@ -225,7 +269,7 @@ class Proxy:
         if not boxes:
             self._not_here(request, key, caller, extension, now)
             return
-        targets = [(_to_box(request, self.token), uri_address(parse_uri(box)))
+        targets = [(_to_box(request, self.token), self._uri_address(parse_uri(box)))
                    for box in boxes]
         if request.method == "INVITE":
             self.counters["calls"] += 1
@@ -248,8 +292,11 @@ class Proxy:
                 box: bool = False) -> None:
         request = ctx.request
         if dest is None:
+            # A next hop that cannot be resolved counts as a 503 (RFC 3263 4.3).
+            route = target.get("Route")
+            host = (parse_name_addr(route, "Route").uri if route else target.uri).host
             ctx.branches.append(Branch(target, ("UDP", "", 0), final=make_response(
-                request, 502, "Cannot resolve target", new_tag())))
+                request, 503, f"Cannot resolve {host}"[:80], new_tag())))
             return
         out = _copy(target)
         out.set("Max-Forwards", str(request.max_forwards - 1))
@@ -276,12 +323,14 @@ class Proxy:
         return f"<sip:{uri_host(ip)}:{port};lr;ms={self.token}{transport}>"
 
     def _pop_own_route(self, request: Request) -> None:
+        """Route entries naming this box go (RFC 3261 16.4): our Record-Route (by its
+        token) and a phone's outbound-proxy Route (by address or name)."""
         while True:
             value = request.get("Route")
             if value is None:
                 return
             uri = parse_name_addr(value, "Route").uri
-            if uri.params.get("ms") != self.token:
+            if uri.params.get("ms") != self.token and not self._names_me(uri):
                 return
             request.pop_first("Route")
 
@@ -344,7 +393,7 @@ class Proxy:
             return  # cancelled meanwhile
         tried = {b.dest for b in ctx.branches}
         for box in boxes:
-            dest = uri_address(parse_uri(box))
+            dest = self._uri_address(parse_uri(box))
             if dest not in tried:
                 tried.add(dest)
                 log.info("call %s: trying box %s", ctx.label, box)
@@ -445,14 +494,14 @@ class Proxy:
             return
         ctx.answered = True
         best = _best_response([b.final for b in ctx.branches if b.final is not None])
+        received = any(b.final is best and b.received for b in ctx.branches)
         if best is None or ctx.cancelled:
             upstream = make_response(ctx.request, 487, None, new_tag())
-        elif any(b.final is best and b.received for b in ctx.branches) and \
-                _is_forwardable(best):
+        elif received and _is_forwardable(best):
             upstream = _strip_top_via(best)
         else:  # one we made (timeout, unreachable): built afresh on the request's Vias
             upstream = make_response(ctx.request, best.status, best.reason, new_tag())
-        if upstream.status == 503:
+        if upstream.status == 503 and received:  # a 503 from downstream is not ours (16.7)
             upstream.status, upstream.reason = 500, "Server Internal Error"
         self.txl.send_response(upstream, ctx.server_key, now)
         if ctx.request.method == "INVITE":
@@ -478,8 +527,8 @@ class Proxy:
         self._pop_own_route(request)
         route = request.get("Route")
         uri = parse_name_addr(route, "Route").uri if route else request.uri
-        dest = uri_address(uri)
-        if dest is None:
+        dest = None if route is None and self._names_me(uri) else self._uri_address(uri)
+        if dest is None:  # unresolvable, or for the box itself (no ACK of ours is sent)
             self.counters["dropped"] += 1
             return
         out = _copy(request)

@@ -16,6 +16,8 @@ asserts). Needs root (network namespaces), sipp and nftables.
 3. time to heal a partition of 10 boxes into 5 + 5: the two rings form, stay apart
    `--apart` seconds, then the cut is removed: seconds until one ring of ten, and until
    a call across succeeds.
+4. call setup as in 1 from a phone with the box as its outbound proxy (every INVITE with
+   `Route: <sip:BOX;lr>`), one box and 5 boxes (`--outbound` runs this figure alone).
 
 Every wait is bounded; a figure that could not be taken prints as n/a with the reason.
 Only the bed's own addresses (10.99.0.0/16 inside namespaces) carry traffic.
@@ -48,6 +50,7 @@ from phones.sipp import SippUas, sipp_binary  # noqa: E402
 from appliance.control import query  # noqa: E402
 
 UAC = BENCH / "sipp" / "uac_setup.xml"
+UAC_OUTBOUND = BENCH / "sipp" / "uac_setup_outbound.xml"
 UAS = BENCH / "sipp" / "uas_at_once.xml"
 REGISTER = BENCH / "sipp" / "register_many.xml"
 RATE, LIMIT = 20, 5  # calls per second, calls at a time
@@ -128,16 +131,16 @@ class Phones:
                              timeout=10).ok
 
     def setup_times(self, i: int, node: NodeProcess, extensions: list[str],
-                    calls: int) -> tuple[list[float], list[float], int]:
+                    calls: int, scenario: Path = UAC) -> tuple[list[float], list[float], int]:
         """Calls from host i through node to the extensions in turn: (ms to 180, ms to 200,
         failed calls)."""
         inf = self.workdir / f"call-{i}-{extensions[0]}-{len(extensions)}.csv"
         inf.write_text("SEQUENTIAL\n" + "".join(
             f"{extensions[k % len(extensions)]};\n" for k in range(calls)))
         port = free_port()
-        result = self.bed.sipp(i, UAC, node.target, calls=calls, port=port, timeout=120,
+        result = self.bed.sipp(i, scenario, node.target, calls=calls, port=port, timeout=120,
                                extra_args=["-inf", str(inf), "-r", str(RATE), "-l", str(LIMIT)])
-        trace = self.bed.workdir / f"sipp-uac_setup-{port}" / "messages.log"
+        trace = self.bed.workdir / f"sipp-{scenario.stem}-{port}" / "messages.log"
         ringing, answered = setup_delays(trace.read_text(errors="replace") if trace.exists()
                                          else "")
         failed = calls - len(answered) if result.returncode in (0, 1) else calls
@@ -246,6 +249,29 @@ def figures(workdir: Path, calls: int, apart: float, quick: bool) -> None:
             print(f"   n/a: {exc}")
 
 
+def outbound_figure(workdir: Path, calls: int, size: int = 5) -> None:
+    """Figure 4: call setup from outbound-proxy phones, on one box and across `size`."""
+    print(f"\n4. call setup with outbound-proxy phones (Route: <sip:BOX;lr>), INVITE sent "
+          f"-> 180 / -> 200, {calls} calls each ({RATE}/s, at most {LIMIT} at a time)")
+    with MeshBed(size, workdir=workdir / "outbound") as bed:
+        phones = Phones(bed, workdir)
+        nodes = [bed.node(k, config=CONFIG) for k in range(size)]
+        try:
+            wait(lambda: ring_whole(nodes), 60, f"a ring of {size}")
+        except Unmeasured as exc:
+            print(f"   n/a: {exc}")
+            return
+        for label, host in (("1 box (caller and callee on it)", 0),
+                            (f"{size} boxes, new extension each call", size - 1)):
+            extensions = [f"74{host}{j:03d}" for j in range(calls)]
+            phones.register(host, nodes[host], extensions)
+            time.sleep(1.0)  # records placed and replicated
+            r180, r200, failed = phones.setup_times(0, nodes[0], extensions, calls,
+                                                    UAC_OUTBOUND)
+            print(f"   {label:<40} -> 180 {quantiles(r180)}; -> 200 {quantiles(r200)}; "
+                  f"failed {failed}")
+
+
 def heal_figure(bed: MeshBed, nodes: list[NodeProcess], phones: Phones, apart: float) -> None:
     if nft_available() is not None:
         raise Unmeasured(nft_available() or "")
@@ -273,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--apart", type=float, default=20.0,
                         help="seconds the two halves stay apart")
     parser.add_argument("--quick", action="store_true", help="2 and 5 boxes only, 30 calls")
+    parser.add_argument("--outbound", action="store_true",
+                        help="only figure 4 (outbound-proxy phones)")
     args = parser.parse_args(argv)
     reason = netns_available() or (None if sipp_binary() else "sipp is not installed")
     if reason is not None:
@@ -282,7 +310,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mesh-fig-"))
     try:
-        figures(workdir, calls, args.apart, args.quick)
+        if not args.outbound:
+            figures(workdir, calls, args.apart, args.quick)
+        outbound_figure(workdir, calls)
     except Exception:
         print(f"(logs and traces kept in {workdir})")
         raise

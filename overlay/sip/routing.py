@@ -1,7 +1,7 @@
 """Where SIP messages go: Via stamping (RFC 3581 rport), response and request targets.
 
-We never use DNS: in the field there is none. Targets are IP literals; a host
-name in a URI is resolved only from the local hosts file, without waiting.
+Host names are never looked up here: the caller passes what it already knows
+(overlay/sip/resolver.py resolves them off the event loop first).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+from collections.abc import Callable
 
 from .message import Request, Response, Via
 from .transaction import MAGIC_COOKIE, Address
@@ -31,6 +32,11 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def literal_address(host: str) -> str | None:
+    """The address an IP-literal host names (brackets dropped); None for a name."""
+    return host.strip("[]") if is_ip(host) else None
 
 
 def stamp_via(request: Request, source: Address) -> None:
@@ -61,21 +67,12 @@ def via_address(via: Via) -> Address:
     return (transport, host.strip("[]"), port)
 
 
-def resolve_host(host: str) -> str | None:
-    if is_ip(host):
-        return host.strip("[]")
-    try:  # /etc/hosts and the like; no network lookups happen for names listed there
-        info = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
-    except OSError:
-        return None
-    return str(info[0][4][0]) if info else None
-
-
-def uri_address(uri: Uri) -> Address | None:
-    """The transport address a request for `uri` is sent to, or None when unresolvable."""
+def uri_address(uri: Uri, address: Callable[[str], str | None]) -> Address | None:
+    """The transport address a request for `uri` is sent to, or None when unresolvable;
+    `address` maps the host (an IP literal or a name) to an IP without blocking."""
     if not uri.is_sip:
         return None
-    ip = resolve_host(uri.host)
+    ip = address(uri.host)
     if ip is None:
         return None
     transport = "TCP" if uri.transport in ("TCP", "TLS") else "UDP"

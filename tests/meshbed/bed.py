@@ -203,6 +203,7 @@ class MeshBed:
         self._echoes: list[UdpEcho] = []
         self._nodes = NodeFactory()
         self._created: list[str] = []
+        self._etc_dirs: list[Path] = []
         self._started = False
         self.build_seconds: float | None = None
 
@@ -302,6 +303,9 @@ class MeshBed:
                 problems.append(f"processes still in namespace {name}: {' '.join(pids)} "
                                 "(not started through the bed; not signalled)")
             attempt(f"deleting namespace {name}", _run, ["ip", "netns", "delete", name])
+        for etc in self._etc_dirs:
+            shutil.rmtree(etc, ignore_errors=True)
+        self._etc_dirs.clear()
         self._created.clear()
         self._phones.clear()
         self._sipps.clear()
@@ -322,6 +326,16 @@ class MeshBed:
         """The bed's namespaces that still exist (empty after close)."""
         mine = {self.hub, *self.names}
         return [name for name in _netns_list() if name in mine]
+
+    def etc_file(self, i: int, name: str, text: str) -> None:
+        """/etc/NAME as seen by programs started in host i from now on (`ip netns exec`
+        bind-mounts /etc/netns/NS/NAME over it): a hosts or resolv.conf of the host's own.
+        Removed at teardown."""
+        etc = Path("/etc/netns") / self.ns(i)
+        if etc not in self._etc_dirs:
+            etc.mkdir(parents=True, exist_ok=True)
+            self._etc_dirs.append(etc)
+        (etc / name).write_text(text)
 
     # -- processes ----------------------------------------------------------------------------
     def run(self, i: int, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:

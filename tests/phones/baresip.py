@@ -69,6 +69,7 @@ class Baresip:
         lifetime_s: int = 300,
         netns: str | None = None,
         bind: str = HOST,
+        outbound: str | None = None,
     ) -> None:
         self.extension = extension
         self.node_port = node_port
@@ -78,6 +79,7 @@ class Baresip:
         self.regint = regint
         self.answermode = answermode
         self.tone_hz = tone_hz
+        self.outbound = outbound  # outbound proxy URI: every request then carries its Route
         self.lifetime_s = lifetime_s  # baresip -t: it quits by itself after this, whatever happens
         self.netns = netns  # network namespace to run in (None: this one)
         self.bind = bind  # SIP and RTP address
@@ -103,6 +105,8 @@ class Baresip:
                 ";audio_codecs=PCMU,PCMA")
         if self.password is not None:
             line += f";auth_pass={self.password}"
+        if self.outbound is not None:
+            line += f';outbound="{self.outbound}"'
         return line
 
     def _write_config(self) -> None:

@@ -127,6 +127,7 @@ class _Sipp:
             # defaults for every keyword used in tests/sipp/*.xml
             "caller": "sipp",
             "proxy": target or "",
+            "route": target or "",  # an outbound-proxy phone's Route (host:port)
             "expires": "300",
             "contact_host": host,
             "contact_port": str(self.port),
