@@ -388,7 +388,8 @@ class Proxy:
         self._maybe_answer(ctx, now)
 
     def expire(self, now: float) -> None:
-        """Timer C: give up INVITEs that have rung unanswered for too long."""
+        """Timer C: give up INVITEs that have rung unanswered for too long; forget closed
+        branches whose callee has stopped retransmitting any 2xx."""
         while self._closed:
             branch_id, closed = next(iter(self._closed.items()))
             if closed.until > now:

@@ -118,6 +118,7 @@ def test_fork_first_2xx_wins_and_ringing_branch_is_cancelled() -> None:
     up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A))
     assert up == []  # the 487 of a cancelled branch never reaches the caller
     assert bed.proxy.calls["call-1"].state == "established"
+    assert bed.proxy.by_server == {} and bed.proxy.pending == {}  # the request is done
 
 
 def test_fork_all_fail_best_response_goes_upstream() -> None:
@@ -206,10 +207,6 @@ def test_a_2xx_crossing_the_cancel_goes_up_and_no_487_follows() -> None:
     assert 487 not in up
 
 
-def ended_downstream(down: dict, phone: Address) -> list[str]:
-    return [m.method for m in down.get(phone, [])]
-
-
 def test_a_2xx_after_the_callers_487_is_acked_and_byed_not_forwarded() -> None:
     bed = Bed()
     bed.register("1002", PHONE_A)
@@ -227,8 +224,11 @@ def test_a_2xx_after_the_callers_487_is_acked_and_byed_not_forwarded() -> None:
     assert str(bye.uri) == "sip:a@10.99.0.12:5062" and bye.get("Route") is None
     assert bye.to.tag == "b" and bye.call_id == "call-1" and bye.cseq == (2, "BYE")
     up, down = split(bed.deliver(ok, PHONE_A))  # retransmitted: ACKed again, one BYE only
-    assert up == [] and ended_downstream(down, PHONE_A) == ["ACK"]
+    assert up == [] and [m.method for m in down[PHONE_A]] == ["ACK"]
     assert bed.proxy.counters["stray_2xx_ended"] == 1
+    bed.now += 64 * 0.5
+    bed.proxy.expire(bed.now)  # the callee has given up retransmitting by now
+    assert bed.proxy._closed == {}
 
 
 def test_cancel_for_unknown_transaction_gets_481() -> None:
