@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from overlay.sip.message import Request, Response
 from overlay.sip.responses import make_response
 from overlay.sip.routing import (
+    DEFAULT_PORT,
     Address,
     literal_address,
     new_branch,
@@ -54,6 +55,7 @@ BOX_ANSWER_TIMEOUT = 2.0
 
 ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, REFER, "
          "INFO, UPDATE, PRACK")
+KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
 # Where this node can be reached by the peer at a given IP: (transport, local ip, port).
 LocalAddress = Callable[[Address], Address]
 # Asks the mesh which boxes serve an extension; the answer (their SIP URIs) comes later,
@@ -77,6 +79,7 @@ class Branch:
     provisional: bool = False
     final: Response | None = None
     received: bool = False  # final came from downstream (else we made it)
+    cancel_wanted: bool = False  # to be cancelled as soon as it has a provisional response
     cancel_sent: bool = False
 
 
@@ -91,6 +94,17 @@ class ProxiedRequest:
     label: str = ""
     source: Address | None = None  # where the request came from (for Record-Route)
     looked_again: bool = False  # a silent box made us look the extension up once more
+
+
+@dataclass
+class ClosedBranch:
+    """An INVITE branch we gave a final answer for ourselves (timeout, silent box) after
+    which the caller got a non-2xx: a 2xx arriving on it later is ended here."""
+
+    invite: Request  # as we forwarded it
+    dest: Address
+    until: float  # the callee retransmits a 2xx for 64*T1 at most (RFC 3261 13.3.1.4)
+    ended: set[str] = field(default_factory=set)  # To tags already sent a BYE
 
 
 @dataclass
@@ -123,8 +137,11 @@ class Proxy:
         self.pending: dict[object, tuple[ProxiedRequest, Branch]] = {}
         self.by_server: dict[object, ProxiedRequest] = {}
         self.calls: dict[str, Call] = {}
+        self._closed: dict[str, ClosedBranch] = {}  # by our Via branch, oldest first
+        self._sent_by: set[tuple[str, int]] = set()  # every Via sent-by we have inserted
         self.counters = {"requests": 0, "forwarded": 0, "registrations": 0, "calls": 0,
-                         "stray_forwarded": 0, "dropped": 0}
+                         "stray_forwarded": 0, "dropped": 0, "responses_not_ours": 0,
+                         "stray_2xx_ended": 0}
 
     # -- events ---------------------------------------------------------------------------
     def handle(self, event: Event, now: float) -> None:
@@ -138,7 +155,10 @@ class Proxy:
         elif isinstance(event, ResponseReceived):
             self._on_response(event.response, event.client_key, now)
         elif isinstance(event, StrayResponse):
-            self._forward_stray(event.response)
+            if self._sent_by_us(event.response, event.source):
+                self._forward_stray(event.response, now)
+            else:  # never reflected along its other Vias (RFC 3261 16.7 step 3, 16.11)
+                self.counters["responses_not_ours"] += 1
         elif isinstance(event, (ClientTimeout, TransportFailed)):
             self._on_branch_failure(event, now)
         elif isinstance(event, ServerTerminated):
@@ -219,8 +239,10 @@ class Proxy:
 
     def _answer_locally(self, request: Request, key: object, now: float) -> None:
         """Requests addressed to the node itself (no user part): OPTIONS pings and the like."""
-        if request.method == "OPTIONS":
-            response = make_response(request, 200, None, new_tag())
+        if request.method == "OPTIONS" or request.method not in KNOWN_METHODS:
+            # A method we do not know gets 405 with what we do (RFC 3261 8.2.1).
+            status = 200 if request.method == "OPTIONS" else 405
+            response = make_response(request, status, None, new_tag())
             response.add("Allow", ALLOW)
             self.txl.send_response(response, key, now)
         else:
@@ -314,7 +336,18 @@ class Proxy:
 
     def _via(self, dest: Address, branch: str) -> str:
         transport, ip, port = self.local_address(dest)
+        self._sent_by.add((uri_host(ip).lower(), port))
         return f"SIP/2.0/{transport} {uri_host(ip)}:{port};branch={branch};rport"
+
+    def _sent_by_us(self, response: Response, source: Address) -> bool:
+        """Whether the top Via is one we put in (a value _via inserted, or would insert
+        toward the response's sender: that covers requests sent before a restart)."""
+        via = response._top_via_view()
+        sent_by = (via.host.lower(), via.port or DEFAULT_PORT)
+        if sent_by in self._sent_by:
+            return True
+        _, ip, port = self.local_address(source)
+        return sent_by == (uri_host(ip).lower(), port)
 
     def _record_route(self, source: Address) -> str:
         _, ip, port = self.local_address(source)
@@ -401,7 +434,13 @@ class Proxy:
         self._maybe_answer(ctx, now)
 
     def expire(self, now: float) -> None:
-        """Timer C: give up INVITEs that have rung unanswered for too long."""
+        """Timer C: give up INVITEs that have rung unanswered for too long; forget closed
+        branches whose callee has stopped retransmitting any 2xx."""
+        while self._closed:
+            branch_id, closed = next(iter(self._closed.items()))
+            if closed.until > now:
+                break
+            del self._closed[branch_id]
         for ctx in list(self.by_server.values()):
             if not ctx.answered and not ctx.cancelled and now - ctx.started > TIMER_C:
                 log.info("call %s not answered in %.0fs, giving up", ctx.label, TIMER_C)
@@ -410,18 +449,20 @@ class Proxy:
                 self._maybe_answer(ctx, now)
 
     def _cancel_branches(self, ctx: ProxiedRequest, now: float) -> None:
+        """CANCEL every pending INVITE branch (RFC 3261 16.10). One with no provisional
+        response yet (not even 100) may not be cancelled (9.1): it keeps its INVITE going
+        and gets its CANCEL with its first provisional (_on_response), or times out."""
+        if ctx.request.method != "INVITE":
+            return
         for branch in ctx.branches:
             if branch.final is not None or branch.cancel_sent:
                 continue
-            if branch.provisional:
+            branch.cancel_wanted = True
+            if self.txl.client_state(branch.key) == PROCEEDING:
                 branch.cancel_sent = True
                 self.txl.send_request(_cancel_for(branch.request), branch.dest, now)
-            else:
-                # No answer yet: a CANCEL must not be sent (RFC 3261 9.1); give up the branch.
+                # No final within 64*T1 of the CANCEL: the branch is given up (9.1).
                 self.txl.cancel_client(branch.key)
-                self.pending.pop(branch.key, None)
-                self._box_deadlines.pop(branch.key, None)
-                branch.final = make_response(ctx.request, 487, None, new_tag())
 
     # -- responses ------------------------------------------------------------------------
     def _on_response(self, response: Response, client_key: object, now: float) -> None:
@@ -431,18 +472,18 @@ class Proxy:
             if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
                 # A retransmitted 2xx (the first, or our ACK, was lost upstream): the INVITE
                 # is settled but every 2xx still goes up (RFC 6026 7.2), statelessly.
-                self._forward_stray(response)
+                self._forward_stray(response, now)
             return  # e.g. the 200 for a CANCEL we sent
         ctx, branch = entry
         status = response.status
+        if status < 200 and branch.cancel_wanted and not branch.cancel_sent:
+            self._cancel_branches(ctx, now)  # its first provisional: now it can be cancelled
         if status == 100:
             return
         upstream = _strip_top_via(response)
         if status < 200:
             branch.provisional = True
-            if ctx.cancelled:
-                self._cancel_branches(ctx, now)
-            elif not ctx.answered:
+            if not ctx.cancelled and not ctx.answered:
                 self.txl.send_response(upstream, ctx.server_key, now)
             return
         if status < 300:
@@ -490,7 +531,10 @@ class Proxy:
 
     def _maybe_answer(self, ctx: ProxiedRequest, now: float) -> None:
         """Once every branch has a final response, send the best one upstream (16.7.6)."""
-        if ctx.answered or any(b.final is None for b in ctx.branches):
+        if any(b.final is None for b in ctx.branches):
+            return
+        if ctx.answered:  # a 2xx went up earlier: the last cancelled branch has ended
+            self._finish_if_done(ctx)
             return
         ctx.answered = True
         best = _best_response([b.final for b in ctx.branches if b.final is not None])
@@ -505,6 +549,10 @@ class Proxy:
             upstream.status, upstream.reason = 500, "Server Internal Error"
         self.txl.send_response(upstream, ctx.server_key, now)
         if ctx.request.method == "INVITE":
+            for b in ctx.branches:  # finals we made: the callee may still answer there
+                if not b.received and b.key is not None:
+                    self._closed[b.request.top_via.branch or ""] = ClosedBranch(
+                        b.request, b.dest, now + 64 * self.txl.t1)
             call = self.calls.pop(ctx.request.call_id, None)
             if call is not None:
                 log.info("call %s failed: %d %s", ctx.label, upstream.status, upstream.reason)
@@ -542,13 +590,56 @@ class Proxy:
         if request.method == "BYE":
             self.calls.pop(request.call_id, None)
 
-    def _forward_stray(self, response: Response) -> None:
+    def _forward_stray(self, response: Response, now: float) -> None:
         vias = response.vias
+        if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+            closed = self._closed.get(vias[0].branch or "")
+            if closed is not None:
+                self._end_stray_call(closed, response, now)
+                return
         if len(vias) < 2:
             self.counters["dropped"] += 1
             return
         self.txl.send_stateless(_strip_top_via(response), via_address(vias[1]))
         self.counters["stray_forwarded"] += 1
+
+    def _end_stray_call(self, closed: ClosedBranch, response: Response, now: float) -> None:
+        """A 2xx on a branch whose caller already has its non-2xx final (487, 408, 480).
+
+        RFC 3261 16.7 step 5 forwards every 2xx upstream, but this one would reach a client
+        transaction our non-2xx already completed, where no state takes a 2xx (17.1.1.2;
+        RFC 6026 adds Accepted only after a 2xx): the caller could neither ACK nor BYE it,
+        and the callee would sit in a call with nobody until it gives up itself after 64*T1
+        (13.3.1.4). We made that final answer, so we end the call the way a UAC that gets
+        a 2xx after its CANCEL does (15, 9.1): ACK it, then BYE it, along its route set.
+        """
+        tag = response._to_view().tag or ""
+        contact = response.get("Contact")
+        target = parse_name_addr(contact, "Contact").uri if contact else closed.invite.uri
+        # Our route set toward the callee: the Record-Route entries added after ours.
+        routes: list[str] = []
+        for value in response.get_all("Record-Route"):
+            if parse_name_addr(value, "Record-Route").uri.params.get("ms") == self.token:
+                break
+            routes.insert(0, value)
+
+        def request(method: str, cseq: int) -> Request:
+            headers = [("Via", self._via(closed.dest, new_branch()))]
+            headers += [("Route", r) for r in routes]
+            headers += [("Max-Forwards", "70"), ("From", closed.invite.get("From") or ""),
+                        ("To", response.get("To") or ""), ("Call-ID", response.call_id),
+                        ("CSeq", f"{cseq} {method}")]
+            return Request(method, target.copy(), headers)
+
+        number = closed.invite.cseq[0]
+        self.txl.send_stateless(request("ACK", number), closed.dest)
+        if tag in closed.ended:
+            return  # a retransmission of that 2xx: the ACK again is all it needs
+        closed.ended.add(tag)
+        self.txl.send_request(request("BYE", number + 1), closed.dest, now)
+        self.counters["stray_2xx_ended"] += 1
+        log.info("a 2xx for call %s came after its final answer: ACKed and ended with BYE",
+                 response.call_id)
 
     def status(self, now: float) -> list[dict[str, object]]:
         return [

@@ -352,3 +352,23 @@ def test_two_overlays_on_one_link_never_mix(make_bed):
     assert result.ok, f"alpha reached beta's phone (or failed oddly)\n{result.logs}"
     codes = [line for line in result.logs.splitlines() if line.startswith("SIP/2.0 4")]
     print(f"\nalpha box calling beta's extension: {codes[:1]}")
+
+
+@pytest.mark.parametrize("boxes", [2, 5])
+def test_a_caller_hanging_up_early_stops_the_callee_ringing_across_boxes(make_bed, boxes):
+    """Across boxes every INVITE first gets a 100 from the next box: the caller's CANCEL
+    must still go down box by box to the phone, which has only said 100 itself."""
+    bed = make_bed(boxes)
+    nodes = start_nodes(bed, range(boxes), config=FAST)
+    wait_ring(bed, nodes, timeout=10.0)
+    far = boxes - 1
+    uas = bed.sipp_uas(far, "uas_trying_only", service="7001", timeout=UAS_SECONDS)
+    done = bed.sipp(far, "register", nodes[far].target, service="7001",
+                    keys={"contact_port": str(uas.port)})
+    assert done.ok, done.logs
+    wait_for("the record stored", lambda: sum(
+        s["records_stored"] for s in overlays(bed, nodes).values()) >= 1, nodes, 10.0)
+    result, _ = call(bed, 0, nodes[0], "7001", scenario="uac_cancel_early")
+    assert result.ok, f"the caller's side of the CANCEL\n{result.logs}\n{logs(nodes)}"
+    callee_side = uas.wait(timeout=30)
+    assert callee_side.ok, f"the callee got no CANCEL\n{callee_side.logs}\n{logs(nodes)}"

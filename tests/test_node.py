@@ -139,3 +139,54 @@ def test_torture_messages_never_crash_the_node(node: NodeProcess) -> None:
     assert udp_exchange(node.port, options_msg("alive")) == 200
     status = json.loads(meshsip("status", "--data-dir", str(node.data_dir), "--json").stdout)
     assert status["counters"]["parse_errors"] >= 15
+
+
+def counters(node: NodeProcess) -> dict[str, int]:
+    out = meshsip("status", "--data-dir", str(node.data_dir), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["counters"]
+
+
+def test_a_response_that_is_not_ours_is_dropped_and_counted(node: NodeProcess) -> None:
+    """RFC 4475 3.3.10: a 200 whose top Via is someone else's, the next one 255.255.255.255."""
+    before = counters(node)
+    bcast = (TORTURE / "bcast.dat").read_bytes()
+    assert udp_exchange(node.port, bcast, timeout=0.5) is None
+    own_ip_other_port = bcast.replace(b"192.0.2.198", b"127.0.0.1:9")
+    assert udp_exchange(node.port, own_ip_other_port, timeout=0.5) is None
+    after = counters(node)
+    assert after["responses_not_ours"] == before["responses_not_ours"] + 2
+    assert after["stray_responses"] == before["stray_responses"] + 2  # they did arrive
+    assert after["sent"] == before["sent"] and after["send_errors"] == before["send_errors"]
+
+
+def request_msg(method: str, uri: str, branch: str) -> bytes:
+    return (
+        f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch}\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <{uri}>\r\nCall-ID: {branch}\r\n"
+        f"CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_an_unknown_method_for_the_box_gets_405_and_for_a_phone_is_proxied(
+    node: NodeProcess,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3.0)
+        s.sendto(request_msg("FROB", "sip:127.0.0.1", "frob1"), ("127.0.0.1", node.port))
+        reply = parse_message(s.recv(65535))
+    assert isinstance(reply, Response) and reply.status == 405
+    assert "INVITE" in (reply.get("Allow") or "") and "FROB" not in (reply.get("Allow") or "")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        phone.settimeout(3.0)
+        port = phone.getsockname()[1]
+        assert udp_exchange(node.port, register_msg("4001", port)) == 200
+        uri = f"sip:4001@127.0.0.1:{node.port}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.sendto(request_msg("FROB", uri, "frob2"), ("127.0.0.1", node.port))
+            forwarded = parse_message(phone.recv(65535))
+    assert not isinstance(forwarded, Response) and forwarded.method == "FROB"
+    assert str(forwarded.uri) == f"sip:4001@127.0.0.1:{port}"

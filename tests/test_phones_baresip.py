@@ -7,6 +7,7 @@ import time
 import pytest
 from phones.baresip import Baresip, baresip_binary
 from phones.node import NodeProcess
+from phones.sipp import run_sipp, sipp_binary
 
 pytestmark = [
     pytest.mark.phones,
@@ -101,3 +102,21 @@ def test_baresip_registers_with_digest(start_node, phones, tmp_path):
         bad = phones("1102", node, password="not-it")
         with pytest.raises(AssertionError, match="not registered"):
             bad.wait_registered(timeout=3)
+
+
+@pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)")
+def test_a_caller_hanging_up_at_once_stops_a_baresip_callee_ringing(start_node, phones,
+                                                                     tmp_path):
+    """sipp calls and sends CANCEL as soon as the node's 100 arrives, most likely before
+    baresip has said anything: the node must hold the CANCEL until baresip's first
+    provisional response and then send it (RFC 3261 9.1), so the phone stops ringing."""
+    node = start_node(tmp_path)
+    with with_node_log(node):
+        bob = phones("1022", node, answermode="manual")
+        bob.wait_registered(timeout=10)
+        result = run_sipp("uac_cancel_early", node.target, service="1022",
+                          keys={"caller": "1021"}, workdir=tmp_path)
+        assert result.ok, result.logs
+        bob.wait_event("CALL_INCOMING", timeout=10)
+        closed = bob.wait_event("CALL_CLOSED", timeout=10)
+        assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events()), closed

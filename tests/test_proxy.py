@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from appliance.proxy import Proxy
 from appliance.registrar import Location
 from overlay.sip.message import Request, Response, parse_message
@@ -12,6 +14,7 @@ CALLER: Address = ("UDP", "10.99.0.11", 5062)
 PHONE_A: Address = ("UDP", "10.99.0.12", 5062)
 PHONE_B: Address = ("UDP", "10.99.0.12", 5064)
 NODE = ("10.99.0.1", 5060)
+TORTURE = Path(__file__).resolve().parent / "data" / "rfc4475"
 
 
 class Bed:
@@ -115,6 +118,7 @@ def test_fork_first_2xx_wins_and_ringing_branch_is_cancelled() -> None:
     up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A))
     assert up == []  # the 487 of a cancelled branch never reaches the caller
     assert bed.proxy.calls["call-1"].state == "established"
+    assert bed.proxy.by_server == {} and bed.proxy.pending == {}  # the request is done
 
 
 def test_fork_all_fail_best_response_goes_upstream() -> None:
@@ -135,16 +139,96 @@ def test_6xx_ends_the_search() -> None:
     assert up == [603]
 
 
-def test_cancel_from_caller_before_any_answer() -> None:
+def test_cancel_from_caller_goes_down_every_branch_that_has_answered_at_all() -> None:
     bed, to_a, to_b = forked_call()
     bed.deliver(answer(to_a, 180, "Ringing", "a"), PHONE_A)
-    cancel = invite(method="CANCEL").replace(b"CSeq: 1 CANCEL", b"CSeq: 1 CANCEL")
-    up, down = split(bed.deliver(cancel, CALLER))
-    assert [m.method for m in down.get(PHONE_A, [])] == ["CANCEL"]  # A rang: CANCEL it
-    assert PHONE_B not in down  # B never answered: no CANCEL may be sent, the branch is dropped
-    assert 200 in up
+    up, _ = split(bed.deliver(answer(to_b, 100, "Trying"), PHONE_B))  # B only said Trying
+    assert up == []
+    up, down = split(bed.deliver(invite(method="CANCEL"), CALLER))
+    assert up == [200]
+    for phone, sent in ((PHONE_A, to_a), (PHONE_B, to_b)):  # RFC 3261 9.1: 100 is enough
+        (cancel,) = down[phone]
+        assert cancel.method == "CANCEL" and cancel.top_via.branch == sent.top_via.branch
     up, _ = split(bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A))
+    assert up == []  # B has not ended yet
+    up, _ = split(bed.deliver(answer(to_b, 487, "Request Terminated"), PHONE_B))
     assert up == [487]
+
+
+def test_a_branch_with_no_answer_gets_its_cancel_with_its_first_provisional() -> None:
+    bed, to_a, to_b = forked_call()
+    bed.deliver(answer(to_a, 180, "Ringing", "a"), PHONE_A)
+    up, down = split(bed.deliver(invite(method="CANCEL"), CALLER))
+    assert up == [200] and [m.method for m in down[PHONE_A]] == ["CANCEL"]
+    assert PHONE_B not in down  # nothing from B yet: no CANCEL may be sent (9.1)
+    up, down = split(bed.advance(1.0))
+    assert up == [] and [m.method for m in down[PHONE_B]] == ["INVITE"]  # still asking B
+    up, down = split(bed.deliver(answer(to_b, 100, "Trying"), PHONE_B))
+    assert up == [] and [m.method for m in down[PHONE_B]] == ["CANCEL"]
+    bed.deliver(answer(to_a, 487, "Request Terminated", "a"), PHONE_A)
+    up, _ = split(bed.deliver(answer(to_b, 487, "Request Terminated"), PHONE_B))
+    assert up == [487]
+
+
+def test_a_cancelled_branch_that_never_answers_times_out_into_a_487() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    bed.deliver(invite(), CALLER)
+    up, down = split(bed.deliver(invite(method="CANCEL"), CALLER))
+    assert up == [200] and down == {}
+    up, down = split(bed.advance(40.0))  # Timer B (64*T1)
+    assert [m.method for m in down[PHONE_A]] == ["INVITE"] * len(down[PHONE_A])
+    assert set(up) == {487}
+
+
+def test_a_callee_ignoring_the_cancel_is_given_up_after_64_t1() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    _, down = split(bed.deliver(invite(), CALLER))
+    (to_a,) = down[PHONE_A]
+    bed.deliver(answer(to_a, 180, "Ringing"), PHONE_A)
+    _, down = split(bed.deliver(invite(method="CANCEL"), CALLER))
+    assert [m.method for m in down[PHONE_A]] == ["CANCEL"]
+    up, _ = split(bed.advance(40.0))
+    assert set(up) == {487}
+    assert bed.proxy.by_server == {} and bed.proxy.pending == {}
+
+
+def test_a_2xx_crossing_the_cancel_goes_up_and_no_487_follows() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    _, down = split(bed.deliver(invite(), CALLER))
+    (to_a,) = down[PHONE_A]
+    bed.deliver(answer(to_a, 180, "Ringing"), PHONE_A)
+    bed.deliver(invite(method="CANCEL"), CALLER)
+    up, _ = split(bed.deliver(answer(to_a, 200, "OK"), PHONE_A))
+    assert up == [200]  # the callee answered first: the caller ACKs and BYEs it (9.1, 15)
+    up, _ = split(bed.advance(40.0))
+    assert 487 not in up
+
+
+def test_a_2xx_after_the_callers_487_is_acked_and_byed_not_forwarded() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    _, down = split(bed.deliver(invite(), CALLER))
+    (to_a,) = down[PHONE_A]
+    bed.deliver(invite(method="CANCEL"), CALLER)
+    up, _ = split(bed.advance(40.0))  # the INVITE times out: the caller gets its 487
+    assert set(up) == {487}
+    ok = answer(to_a, 200, "OK")
+    ok.add("Contact", "<sip:a@10.99.0.12:5062>")
+    up, down = split(bed.deliver(ok, PHONE_A))
+    assert up == []
+    ack, bye = down[PHONE_A]
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    assert str(bye.uri) == "sip:a@10.99.0.12:5062" and bye.get("Route") is None
+    assert bye.to.tag == "b" and bye.call_id == "call-1" and bye.cseq == (2, "BYE")
+    up, down = split(bed.deliver(ok, PHONE_A))  # retransmitted: ACKed again, one BYE only
+    assert up == [] and [m.method for m in down[PHONE_A]] == ["ACK"]
+    assert bed.proxy.counters["stray_2xx_ended"] == 1
+    bed.now += 64 * 0.5
+    bed.proxy.expire(bed.now)  # the callee has given up retransmitting by now
+    assert bed.proxy._closed == {}
 
 
 def test_cancel_for_unknown_transaction_gets_481() -> None:
@@ -351,6 +435,28 @@ def test_a_box_that_says_trying_is_waited_for() -> None:
     assert up == [180]
 
 
+def test_a_late_2xx_from_a_box_given_up_after_the_cancel_is_ended_there() -> None:
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    _, down = split(mesh.answer(BOX_1))
+    (to_box,) = down[BOX_1]
+    up, down = split(bed.deliver(invite("2002", method="CANCEL"), CALLER))
+    assert up == [200] and BOX_1 not in down  # the box said nothing yet
+    up, _ = split(bed.advance(2.1))  # silent: given up, and the caller has its 487
+    assert up == [487]
+    # The box was only slow: its phone answers. Nothing may reach the caller now.
+    ok = answer(to_box, 200, "OK")
+    ok.add("Contact", "<sip:2002@10.99.0.30:5062>")
+    ok.add("Record-Route", "<sip:10.99.0.14:5060;lr;ms=box1>", first=True)
+    up, down = split(bed.deliver(ok, BOX_1))
+    assert up == []
+    ack, bye = down[BOX_1]
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    assert bye.get_all("Route") == ["<sip:10.99.0.14:5060;lr;ms=box1>"]
+    assert str(bye.uri) == "sip:2002@10.99.0.30:5062"
+
+
 def test_cancel_while_looking_again() -> None:
     bed = Bed()
     mesh = Mesh(bed)
@@ -361,3 +467,51 @@ def test_cancel_while_looking_again() -> None:
     assert sorted(up) == [200, 487]
     up, down = split(mesh.answer(BOX_2))  # too late: nobody is called any more
     assert up == [] and down == {}
+
+
+# -- responses that are not ours, methods aimed at the box -----------------------------------
+def test_a_response_whose_top_via_is_not_ours_is_dropped_and_counted() -> None:
+    bed = Bed()
+    # RFC 4475 3.3.10: stripping the top Via would send it on to 255.255.255.255.
+    bcast = (TORTURE / "bcast.dat").read_bytes()
+    assert bed.deliver(bcast, CALLER) == []
+    for top in ("10.99.0.1:5070", "10.99.0.2:5060"):  # our address, not our port; a neighbour
+        assert bed.deliver(bcast.replace(b"192.0.2.198", top.encode()), CALLER) == []
+    assert bed.proxy.counters["responses_not_ours"] == 3
+    assert bed.proxy.counters["stray_forwarded"] == 0
+
+
+def test_a_stray_response_with_our_via_goes_on_along_the_next_via() -> None:
+    bed = Bed()
+    response = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.99.0.1:5060;branch=z9hG4bKgone\r\n"
+        b"Via: SIP/2.0/UDP 10.99.0.11:5062;branch=z9hG4bKup\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
+        b"Call-ID: later\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    ((out, dest),) = bed.deliver(response, PHONE_A)
+    assert dest == CALLER and [v.host for v in out.vias] == ["10.99.0.11"]
+    assert bed.proxy.counters["responses_not_ours"] == 0
+
+
+def test_an_unknown_method_for_the_box_gets_405_with_allow() -> None:
+    bed = Bed()
+    frob = invite(method="FROB").replace(b"FROB sip:1002@", b"FROB sip:")
+    ((response, dest),) = bed.deliver(frob, CALLER)
+    assert dest == CALLER and response.status == 405
+    assert "INVITE" in response.get("Allow") and "FROB" not in response.get("Allow")
+    # A method we know that needs a user: still 404.
+    message = invite(method="MESSAGE").replace(b"MESSAGE sip:1002@", b"MESSAGE sip:")
+    up, _ = split(bed.deliver(message, CALLER))
+    assert up == [404]
+
+
+def test_an_unknown_method_for_a_phone_is_proxied() -> None:
+    bed = Bed()
+    bed.register("1002", PHONE_A)
+    up, down = split(bed.deliver(invite(method="FROB"), CALLER))
+    assert up == []
+    (fwd,) = down[PHONE_A]
+    assert fwd.method == "FROB" and fwd.max_forwards == 69
+    up, _ = split(bed.deliver(answer(fwd, 200, "OK"), PHONE_A))
+    assert up == [200]

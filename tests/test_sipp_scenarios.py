@@ -62,6 +62,31 @@ def test_cancel_before_answer(start_node, tmp_path):
         finish(uas, node, "CANCEL 2011 -> 2012 (callee side)")
 
 
+def test_cancel_reaches_a_callee_that_only_said_trying(start_node, tmp_path):
+    """The caller hangs up 300 ms after the INVITE, when the callee has sent only 100: the
+    callee gets a CANCEL (RFC 3261 9.1, 16.10) and the caller the callee's 487."""
+    node = start_node(tmp_path)
+    with SippUas("uas_trying_only", service="2032", workdir=tmp_path) as uas:
+        register(node, "2032", uas.port, tmp_path)
+        ok(run_sipp("uac_cancel_early", node.target, service="2032", keys={"caller": "2031"},
+                    workdir=tmp_path),
+           node, "CANCEL 2031 -> 2032 after 100 (caller side)")
+        finish(uas, node, "CANCEL 2031 -> 2032 after 100 (callee side)")
+
+
+def test_a_2xx_after_the_callers_487_never_reaches_it(start_node, tmp_path):
+    """The callee stays silent past Timer B, so the caller gets its 487, and then answers:
+    the node ACKs and BYEs that 200 (the callee checks), the caller sees nothing more."""
+    node = start_node(tmp_path, config="[sip]\nt1_ms = 100\n")
+    with SippUas("uas_silent_then_answer", service="2042", keys={"proxy": node.target},
+                 workdir=tmp_path, timeout=30) as uas:
+        register(node, "2042", uas.port, tmp_path)
+        ok(run_sipp("uac_cancel_early", node.target, service="2042", keys={"caller": "2041"},
+                    timeout=30, workdir=tmp_path), node, "CANCEL 2041 -> 2042 (caller side)")
+        finish(uas, node, "the late 200 of 2042 (callee side)")
+    assert "ACKed and ended with BYE" in node.log()
+
+
 def test_unknown_user_404(start_node, tmp_path):
     node = start_node(tmp_path)
     ok(run_sipp("uac_404", node.target, service="2999", keys={"caller": "2001"},
