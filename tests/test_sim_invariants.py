@@ -228,6 +228,7 @@ class _Fake:
         self.id = i
         self.status = status
         self.join_failed = False
+        self.joining = False
         self.successors = [NodeRef(s, "h", 1) for s in succ]
 
 

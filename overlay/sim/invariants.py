@@ -80,8 +80,8 @@ def check_ring(
     unjoined = 0
     for n in nodes:
         if n.id in live and n.status == MEMBER:
-            if n.join_failed and not n.successors:
-                unjoined += 1  # never made it onto a ring: not a member (Zave)
+            if (n.join_failed or n.joining) and not n.successors:
+                unjoined += 1  # not (yet) on a ring it joined: not a member (Zave)
                 continue
             members[n.id] = n
     # a node that is leaving (or still joining) is not a live member: skip it like a
@@ -210,7 +210,7 @@ def converged(nodes: Iterable[Any], live: set[int] | dict[int, Any], r: int,
     """
     problems: list[str] = []
     all_nodes = [n for n in nodes if n.id in live]
-    if any(n.status != MEMBER for n in all_nodes):
+    if any(n.status != MEMBER or n.joining for n in all_nodes):
         problems.append("a node is not a member yet")
     members = sorted((n for n in all_nodes if n.status == MEMBER), key=lambda n: n.id)
     count = len(members)
