@@ -18,12 +18,13 @@ from overlay.chord.messages import NodeRef
 from overlay.discovery import PROTOCOL_VERSION, Discovery, PeerInfo
 from overlay.identity import NodeIdentity
 from overlay.links import LinkWatcher, snapshot
-from overlay.service import OverlayService, OverlaySettings
+from overlay.service import OverlayService, OverlaySettings, persisted_sequences
 from overlay.sip.routing import Address
 from overlay.sip.uri import uri_host
 
 log = logging.getLogger("meshsip.mesh")
 FIND_CACHE_SECONDS = 5.0  # repeated calls to one extension skip the lookup
+SEQUENCE_FILE = "record-sequence"
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Mesh:
         self.follow_links = host is None
         self._send, self._port = send, port
         self._published: set[str] = set()
+        # one counter for every service this box runs (a new one per address change)
+        self.sequences = persisted_sequences(data_dir / SEQUENCE_FILE)
         self.service = self._new_service(host or primary_address(config.interfaces))
         self.discovery = Discovery(
             self.identity.node_id_hex, port, self._on_peer, overlay=config.overlay,
@@ -60,7 +63,8 @@ class Mesh:
     def _new_service(self, host: str) -> OverlayService:
         self.contact = f"sip:{uri_host(host)}:{self._port}"  # where boxes send calls for our phones
         settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
-        service = OverlayService(self.identity, settings, self._send, host, self._port)
+        service = OverlayService(self.identity, settings, self._send, host, self._port,
+                                 self.sequences)
         service.on_neighbors = self._remember
         return service
 

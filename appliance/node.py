@@ -26,7 +26,7 @@ from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
 from .proxy import Proxy
-from .registrar import Location
+from .registrar import Clocks, Location
 from .users import load_users
 
 log = logging.getLogger("meshsip.node")
@@ -94,7 +94,7 @@ class Node:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        restored = self.location.load(self.bindings_file, time.time(), loop.time())
+        restored = self.location.load(self.bindings_file, Clocks.read(loop.time()))
         try:
             await self.transport.start(self.config.bind, self.config.sip_port)
         except OSError as exc:
@@ -178,7 +178,7 @@ class Node:
 
     def _save_bindings(self) -> None:
         try:
-            self.location.save(self.bindings_file, time.time(), asyncio.get_running_loop().time())
+            self.location.save(self.bindings_file, Clocks.read(asyncio.get_running_loop().time()))
         except OSError as exc:
             log.error("cannot save registrations to %s: %s", self.bindings_file, exc.strerror)
 

@@ -4,12 +4,26 @@ An extension (the user part of the To URI) names one phone across the node,
 whatever domain the phone put after the @. Each extension may have several
 contacts (forking). In open mode the first phone to bind an extension keeps it
 while its binding lives: REGISTERs for it from another IP address get 403.
+
+Bindings are kept across a restart (`save`, `load`) with no wall clock in the rule: a
+binding is saved as the seconds it had left, with the kernel's boot id and the boot
+clock (CLOCK_BOOTTIME: it counts from power-on, through suspend, and no one sets it).
+After a restart within the same boot (the service restarted or crashed) the downtime
+is known exactly. After a reboot it is not: it is counted as at least this boot's
+uptime plus `REBOOT_MARGIN` (a power cut and a boot), or the wall clock's elapsed time
+if that says more (a clock that jumped can only make us drop more, never keep more).
+A binding with less left than that is dropped (the phone re-registers when it finds
+the box again); a longer one is kept for what is left after it. So a restarted box
+does not fork to a phone whose registration ran out, unless a reboot came after more
+than `REBOOT_MARGIN` off with a wall clock behind; and it keeps the long-lived bindings
+of a box that only blinked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +38,28 @@ log = logging.getLogger("meshsip.registrar")
 
 # Returns a response (401 challenge, 403) to refuse the request, or None to accept it.
 AuthCheck = Callable[[Request, float], Response | None]
+REBOOT_MARGIN = 120.0  # seconds a box is assumed off before a boot (see the module doc)
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The clocks a save or a load is made at: `now` (monotonic, this process), the boot
+    (`boot_id`, `uptime` on CLOCK_BOOTTIME) and the wall clock (a hint, see the module
+    doc). `Clocks.read(now)` reads the real ones; tests make their own."""
+
+    now: float
+    boot_id: str
+    uptime: float
+    wall: float
+
+    @classmethod
+    def read(cls, now: float) -> Clocks:
+        try:
+            boot_id = BOOT_ID.read_text().strip()
+        except OSError:
+            boot_id = ""  # unknown: every restart counts as a reboot
+        return cls(now, boot_id, time.clock_gettime(time.CLOCK_BOOTTIME), time.time())
 
 
 @dataclass
@@ -169,23 +205,38 @@ class Location:
             response.add("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
         return response
 
-    # Persistence: a rebooted box keeps its phones until they next re-register.
-    def save(self, path: Path, wall_now: float, now: float) -> None:
+    # Persistence: a restarted box keeps its phones until they next re-register (see the
+    # module doc for how the time left is counted).
+    def save(self, path: Path, clocks: Clocks) -> None:
         # vars() rather than asdict(): the same row, without asdict's deep copy (which took
         # 10 us a binding, with the event loop stopped meanwhile).
-        rows = [
-            vars(b) | {"expires_at": b.expires_at - now + wall_now}
-            for bs in self.bindings.values() for b in bs
-        ]
+        rows = []
+        for bs in self.bindings.values():
+            for b in bs:
+                row = vars(b) | {"expires_in": b.expires_at - clocks.now}
+                del row["expires_at"]
+                rows.append(row)
+        saved = {"boot_id": clocks.boot_id, "uptime": clocks.uptime, "wall": clocks.wall}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"bindings": rows, "known": sorted(self.known)}))
+        tmp.write_text(json.dumps({"bindings": rows, "known": sorted(self.known),
+                                   "saved": saved}))
         tmp.replace(path)
         self.changed = False
 
-    def load(self, path: Path, wall_now: float, now: float) -> int:
+    @staticmethod
+    def downtime(saved: dict, clocks: Clocks) -> float:
+        """Seconds since the save, counted high when not known (see the module doc)."""
+        same_boot = bool(clocks.boot_id) and saved["boot_id"] == clocks.boot_id
+        if same_boot and clocks.uptime >= saved["uptime"]:
+            return clocks.uptime - float(saved["uptime"])
+        return max(clocks.uptime + REBOOT_MARGIN, clocks.wall - float(saved["wall"]))
+
+    def load(self, path: Path, clocks: Clocks) -> int:
+        now = clocks.now
         try:
             data = json.loads(path.read_text())
             rows = data["bindings"]
+            down = self.downtime(data["saved"], clocks)
             self.known.update(data.get("known", []))
         except FileNotFoundError:
             return 0
@@ -196,7 +247,7 @@ class Location:
         for row in rows:
             try:
                 row["source"] = tuple(row["source"])
-                row["expires_at"] = row["expires_at"] - wall_now + now
+                row["expires_at"] = now + float(row.pop("expires_in")) - down
                 binding = Binding(**row)
             except (KeyError, TypeError) as exc:
                 log.warning("skipping a bad binding in %s: %s", path, exc)

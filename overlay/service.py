@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .chord import node as chord
 from .chord.messages import NodeRef, Ping, Pong, Record
-from .chord.records import resource_key
+from .chord.records import SequenceCounter, resource_key
 from .chord.wire import WireCodec, WireError
 from .identity import NodeIdentity
 from .sip.transaction import Address
@@ -27,6 +29,7 @@ log = logging.getLogger("meshsip.overlay")
 UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
 SEED_RETRY = 10.0
+SEQUENCE_BLOCK = 10_000  # record sequences reserved per write of the sequence file
 
 Send = Callable[[bytes, Address], None]
 
@@ -40,7 +43,7 @@ class OverlaySettings:
 
 class OverlayService:
     def __init__(self, identity: NodeIdentity, settings: OverlaySettings, send: Send,
-                 host: str, port: int) -> None:
+                 host: str, port: int, sequences: SequenceCounter | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.send = send
@@ -48,10 +51,10 @@ class OverlayService:
         settings.chord.overlay = settings.name
         self.codec = WireCodec(identity, settings.name)
         self.node = chord.ChordNode(self.ref, identity.record_signer,
-                                    config=settings.chord, now=self._now())
+                                    config=settings.chord, now=self._now(),
+                                    sequences=sequences)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._seed_txns: dict[int, tuple[str, int]] = {}
-        self._sequence = int(time.time() * 1000)  # grows across restarts too
         self._wakeup = Wakeup(self._on_timer)
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
@@ -181,9 +184,7 @@ class OverlayService:
     # -- what the appliance asks of the overlay ------------------------------------------
     def publish(self, aor: str, contact: str) -> None:
         """Say that `aor` is reachable at `contact` (this box), until withdrawn."""
-        self._sequence += 1
-        record = Record(resource_key(aor), aor, self.ref.id, contact, self._sequence,
-                        RECORD_LIFETIME)
+        record = Record(resource_key(aor), aor, self.ref.id, contact, 0, RECORD_LIFETIME)
         self.node.put(record, self._now())
         self._pump()
 
@@ -216,6 +217,33 @@ class OverlayService:
             "records_stored": len(n.store.all()),
             "counters": self.counters | dict(self.codec.counters) | n.stats,
         }
+
+
+def persisted_sequences(path: Path) -> SequenceCounter:
+    """The box's record sequence counter, kept in `path` across restarts (see
+    `SequenceCounter`): the file holds a bound above every sequence handed out, written
+    atomically (a torn write must not leave a smaller number)."""
+    try:
+        start = int(path.read_text())
+    except FileNotFoundError:
+        start = 0
+    except (OSError, ValueError) as exc:
+        # a lost counter heals: the first copy of an old record seen on the ring lifts it
+        log.warning("unreadable sequence file %s (%s): starting from 0", path, exc)
+        start = 0
+
+    def reserve(bound: int) -> None:
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(str(bound))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except OSError as exc:  # a full or read-only card must not stop publishing
+            log.error("cannot save the sequence counter to %s: %s", path, exc.strerror)
+
+    return SequenceCounter(max(start, 0), SEQUENCE_BLOCK, reserve)
 
 
 def _short(ref: NodeRef | None) -> str | None:

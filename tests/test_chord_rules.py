@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from overlay.chord.messages import (
     ID_SPACE,
     Ack,
@@ -461,6 +463,71 @@ def test_records_expire_without_refresh() -> None:
     a.receive(Store(src=ref(3), txn=1, records=(rec,)), 0.0)
     assert a.store.get(rec.resource_id, 9.0)
     assert not a.store.get(rec.resource_id, 10.5)
+
+
+def _served(holder: ChordNode, rec: Record, now: float) -> tuple:
+    sent(holder)
+    holder.receive(Fetch(src=ref(9), txn=77, resource_id=rec.resource_id), now)
+    [(_, recs)] = sent(holder, Records)
+    return recs.records
+
+
+def test_a_re_stored_record_gets_no_new_life() -> None:
+    """records.py "Freshness": a copy counts down from when the holder first got that
+    version; another node re-storing the signed record, before or after it ran out,
+    cannot extend it, and after it ran out the replay is refused and counted."""
+    owner, holder = node(1), node(5)
+    rec = _record(owner)  # lifetime 300
+    holder.receive(Store(src=ref(1), txn=1, records=(rec,)), 0.0)
+    # mallory (node 3) captured it and stores it again, claiming a full life, twice
+    holder.receive(Store(src=ref(3), txn=2, records=(rec,)), 200.0)
+    holder.receive(Store(src=ref(3), txn=3, records=(replace(rec, remaining=300),)), 250.0)
+    assert _served(holder, rec, 299.0)
+    assert _served(holder, rec, 301.0) == ()
+    for t in (310.0, 2000.0):  # before and after the holder swept out the dead copy
+        sent(holder)
+        holder.receive(Store(src=ref(3), txn=int(t), records=(rec,)), t)
+        [(_, st)] = sent(holder, Stored)
+        assert st.accepted == 0 and st.rejected == 1
+        assert _served(holder, rec, t + 1) == ()
+        run_timer(holder, t + 10)
+    assert holder.stats["expired_refused"] == 2
+    assert not holder.store.all()
+    # the owner's next version (a higher sequence) is a new record and lives again
+    fresh = sign_record(replace(rec, sequence=2), owner.id, owner.signer)
+    holder.receive(Store(src=ref(1), txn=9, records=(fresh,)), 2100.0)
+    assert [r.sequence for r in _served(holder, rec, 2101.0)] == [2]
+
+
+@pytest.mark.parametrize("old", ["removed", "expired"])
+def test_an_owner_that_lost_its_counter_jumps_above_its_old_versions(old: str) -> None:
+    """A box restarted without its sequence file (counter back at 0) while the ring holds
+    a newer version of its record (the tombstone of an unregistration, or a record that
+    ran out): the holder that refuses the owner's copy sends the newer one back, and the
+    owner goes above it at once."""
+    holder = node(5)
+    before = node(1)  # the owner's previous run
+    rec = _record(before)
+    lifetime = 0 if old == "removed" else 300
+    prev = sign_record(replace(rec, sequence=5001, lifetime=lifetime), before.id, before.signer)
+    holder.receive(Store(src=ref(1), txn=1, records=(prev,)), 0.0)
+    t = 400.0
+    owner = node(1, now=t)  # restarted: same key, counter lost
+    owner.put(rec, t)  # the phone registers again: a ring of one stores it here
+    run_timer(owner, t + 0.5)
+    sent(owner)
+    [mine] = owner.owned_records()
+    assert mine.sequence < 5001
+    holder.receive(Store(src=ref(1), txn=2, records=(mine,)), t + 1)
+    [(dest, back)] = sent(holder, Transfer)
+    assert _served(holder, rec, t + 1) == ()  # the old version still wins ...
+    assert dest == ref(1) and [r.sequence for r in back.records] == [5001]
+    owner.receive(back, t + 1.1)  # ... and goes back to its owner
+    run_timer(owner, t + 1.1)
+    [now_mine] = owner.owned_records()
+    assert now_mine.sequence > 5001 and owner.sequences.value > 5001
+    holder.receive(Store(src=ref(1), txn=4, records=(now_mine,)), t + 1.2)
+    assert [r.sequence for r in _served(holder, rec, t + 1.3)] == [now_mine.sequence]
 
 
 def test_a_closer_predecessor_is_handed_the_records_of_its_range() -> None:

@@ -56,3 +56,21 @@ def test_own_records_are_stored_again_when_nodes_are_declared_dead() -> None:
             await s.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_record_sequences_never_go_back_across_restarts(tmp_path) -> None:  # noqa: ANN001
+    """The counter file holds a bound above every sequence handed out, written once per
+    block (an SD card wears out), so a restart (any clock) starts above all of them."""
+    from overlay.service import SEQUENCE_BLOCK, persisted_sequences
+
+    path = tmp_path / "record-sequence"
+    run = persisted_sequences(path)
+    issued = [run.next() for _ in range(3)]
+    assert issued == [1, 2, 3] and int(path.read_text()) == 1 + SEQUENCE_BLOCK
+    written = path.stat().st_mtime_ns
+    run.witness(SEQUENCE_BLOCK)  # a copy of an old version of ours seen on the ring
+    assert run.next() == SEQUENCE_BLOCK + 1 and path.stat().st_mtime_ns == written
+    again = persisted_sequences(path)  # restarted (the file is all it keeps)
+    assert again.next() > SEQUENCE_BLOCK + 1
+    path.write_text("garbage")
+    assert persisted_sequences(path).next() == 1  # lost: the ring lifts it (see records.py)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from appliance.registrar import Location
+from appliance.registrar import REBOOT_MARGIN, Clocks, Location
 from overlay.sip.message import Request, parse_message
 
 PHONE = ("UDP", "10.99.0.11", 5062)
@@ -95,18 +95,53 @@ def test_out_of_order_cseq_refused() -> None:
     assert loc.register(register("1001", ["<sip:a@10.99.0.11>"], cseq=4), PHONE, 1).status == 500
 
 
-def test_bindings_survive_a_restart(tmp_path: Path) -> None:
+def _saved(tmp_path: Path, expires: list[int]) -> Path:
+    """Bindings 1000, 1001, ... registered for `expires` s, saved at once (boot "A", up
+    1000 s, wall clock 1,000,000)."""
     loc = Location()
-    loc.register(register("1001", ["<sip:a@10.99.0.11>"], expires=600), PHONE, 0)
-    loc.save(tmp_path / "b.json", wall_now=1_000_000.0, now=0.0)
+    for i, exp in enumerate(expires):
+        loc.register(register(str(1000 + i), [f"<sip:p{i}@10.99.0.11>"], expires=exp,
+                              call_id=f"c{i}"), PHONE, 0)
+    loc.save(tmp_path / "b.json", Clocks(now=0.0, boot_id="A", uptime=1000.0,
+                                         wall=1_000_000.0))
+    return tmp_path / "b.json"
+
+
+def left(loc: Location, now: float) -> dict[str, int]:
+    return {e: round(b.expires_at - now) for e in list(loc.bindings)
+            for b in loc.lookup(e, now)}
+
+
+def test_bindings_survive_a_restart_in_the_same_boot(tmp_path: Path) -> None:
+    path = _saved(tmp_path, [600, 90])
     again = Location()
-    # The new process's monotonic clock starts elsewhere; 100 s of wall time have passed.
-    assert again.load(tmp_path / "b.json", wall_now=1_000_100.0, now=50.0) == 1
-    (b,) = again.lookup("1001", 50.0)
-    assert round(b.expires_at - 50.0) == 500
-    assert b.source == PHONE
+    # 100 s later on the boot clock; the new process's monotonic clock starts elsewhere
+    # and the wall clock went back an hour (a Pi with no RTC): only the boot clock counts
+    clocks = Clocks(now=50.0, boot_id="A", uptime=1100.0, wall=1_000_100.0 - 3600)
+    assert again.load(path, clocks) == 1
+    assert left(again, 50.0) == {"1000": 500}  # 1001 ran out while the box was down
+    assert again.bindings["1000"][0].source == PHONE
+
+
+def test_a_reboot_counts_the_unknown_downtime_high(tmp_path: Path) -> None:
+    path = _saved(tmp_path, [3600, 150])
+    # another boot, up 30 s: at least 30 + REBOOT_MARGIN s went by; a wall clock behind
+    # (or at 1970) cannot make a binding live longer
+    for wall in (1_000_010.0, 0.0):
+        again = Location()
+        assert again.load(path, Clocks(now=5.0, boot_id="B", uptime=30.0, wall=wall)) == 1
+        assert left(again, 5.0) == {"1000": round(3600 - 30 - REBOOT_MARGIN)}
+    # a wall clock that says more time went by is believed: it only drops more
+    again = Location()
+    assert again.load(path, Clocks(now=5.0, boot_id="B", uptime=30.0,
+                                   wall=1_003_000.0)) == 1
+    assert left(again, 5.0) == {"1000": 600}
+    # no boot id to compare: a restart counts as a reboot
+    again = Location()
+    again.load(path, Clocks(now=5.0, boot_id="", uptime=1100.0, wall=1_000_100.0))
+    assert left(again, 5.0) == {"1000": round(3600 - 1100 - REBOOT_MARGIN)}
 
 
 def test_unreadable_bindings_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text("{not json")
-    assert Location().load(tmp_path / "b.json", 0, 0) == 0
+    assert Location().load(tmp_path / "b.json", Clocks(0.0, "A", 0.0, 0.0)) == 0

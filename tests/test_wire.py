@@ -577,6 +577,26 @@ def test_restarted_sender_sends_its_certificate_again() -> None:
     assert _cert_of(cb.encode(m.Pong(src=B, txn=9, overlay=OVERLAY), A, NOW))
 
 
+def test_a_peer_restarted_with_its_clock_behind_catches_up() -> None:
+    """A restarted with its clock an hour behind (a Pi with no RTC): it holds no
+    certificates any more and B refuses its messages as stale. B's 403 Stale Date must
+    carry B's certificate, or A can check neither it nor B's messages, ever."""
+    _, cb = warm()
+    ca = WireCodec(A_ID, OVERLAY)
+    behind = NOW - 3600
+    with pytest.raises(WireError) as info:
+        cb.decode(ca.encode(m.Ping(src=A, txn=30, overlay=OVERLAY), B, behind), NOW)
+    assert info.value.reason == "stale"
+    out, _ = cb.refusal_answer(info.value, B, NOW)  # type: ignore[misc]
+    assert _cert_of(out)
+    with pytest.raises(WireError, match="stale"):
+        ca.decode(out, behind)
+    assert ca.clock_offset == pytest.approx(3600, abs=1)
+    ping = m.Ping(src=A, txn=31, overlay=OVERLAY)
+    assert cb.decode(ca.encode(ping, B, behind + 1), NOW + 1) == ping
+    ca.decode(cb.encode(m.Pong(src=B, txn=31, overlay=OVERLAY), A, NOW + 1), behind + 1)
+
+
 def test_unverifiable_response_makes_the_retransmission_carry_the_certificate() -> None:
     """Both sides lost each other's certificate: B's answer cannot be verified by A
     either; A forgets that B holds its certificate, so its retry carries it."""

@@ -121,7 +121,14 @@ from .messages import (
     Stored,
     Transfer,
 )
-from .records import RecordSigner, RecordStore, StoredRecord, sign_record, verify_record
+from .records import (
+    RecordSigner,
+    RecordStore,
+    SequenceCounter,
+    StoredRecord,
+    sign_record,
+    verify_record,
+)
 
 MASK = ID_SPACE - 1
 _SIZE_SAMPLE = 6  # successors whose span estimates the ring size for the list's length
@@ -454,6 +461,7 @@ class ChordNode:
         rng: random.Random | None = None,
         config: ChordConfig | None = None,
         now: float = 0.0,
+        sequences: SequenceCounter | None = None,
     ) -> None:
         self.ref = ref
         self.id = ref.id
@@ -468,6 +476,8 @@ class ChordNode:
         self._join: _Join | None = None
         self.version = 0  # bumped whenever successors or predecessor change
         self.store = RecordStore()
+        # versions of our records (the box persists it: see records.py "Freshness")
+        self.sequences = sequences if sequences is not None else SequenceCounter()
         self.ring_complete = False  # the successor list holds every other node
         self._large = False  # ring bigger than full_mesh: log-sized successor list
         self._succ_len: int | None = None  # that log-sized length (see _succ_target)
@@ -517,7 +527,7 @@ class ChordNode:
                 "dropped_overlay", "dead_declared", "lookups_done", "lookups_failed",
                 "records_rejected", "records_accepted", "adoptions", "learns_routed",
                 "merge_checks", "transfers_sent", "certificate_resends", "pokes_sent",
-                "pokes_received", "republished",
+                "pokes_received", "republished", "expired_refused",
             ),
             0,
         )
@@ -695,10 +705,12 @@ class ChordNode:
         return rid
 
     def put(self, record: Record, now: float) -> int:
-        """Sign `record` as ours, store it at its place and keep refreshing it."""
+        """Sign `record` as ours, store it at its place and keep refreshing it. Its
+        sequence is the next of `self.sequences` (at least `record.sequence`)."""
         self._touch(now)
         rid = next(self._ids)
-        rec = sign_record(replace(record, remaining=0), self.id, self.signer)
+        seq = self.sequences.next(record.sequence)
+        rec = sign_record(replace(record, sequence=seq, remaining=0), self.id, self.signer)
         if rec.lifetime > 0:
             # a first re-store soon after: the copies may have been placed by a stale
             # view, or on a primary that crashed before replicating; then every
@@ -718,7 +730,7 @@ class ChordNode:
         st = self.store.stored(ident)
         if st is not None:
             seq = max(seq, st.record.sequence + 1)
-        rec = Record(resource_id, aor, self.id, contact, seq, 0)
+        rec = Record(resource_id, aor, self.id, contact, seq, 0)  # put() takes it higher
         return self.put(rec, now)
 
     def owned_records(self) -> list[Record]:
@@ -1975,13 +1987,25 @@ class ChordNode:
         accepted = rejected = 0
         changed = False
         now = self._now
+        newer: list[Record] = []  # what we hold that beats the copies their owner sent
+        from_owner = src.id != self.id
         for rec in records:
+            spent = self.store.spent(rec.identity, rec.sequence, now)
+            if spent is not None:
+                # its life is counted out here: a re-store cannot give it a new one
+                self.stats["expired_refused"] += 1
+                rejected += 1
+                if from_owner and rec.owner == src.id:
+                    newer.append(replace(spent, remaining=1))
+                continue
             st = self.store.stored(rec.identity)
             if st is not None:
                 if rec.sequence < st.record.sequence:
+                    if from_owner and rec.owner == src.id:
+                        newer.append(self.store.copy_for_sending(st, now))
                     continue
                 if rec.sequence == st.record.sequence and rec.signature == st.record.signature:
-                    self.store.put(rec, now)  # same signed copy: refresh, no re-verify
+                    self.store.put(rec, now)  # same signed copy: touched, not extended
                     # a copy pushed by a primary confirms ours; a first copy or a
                     # hand-over means someone thinks it belongs here: check at next sync
                     st.confirmed = replica
@@ -1999,10 +2023,30 @@ class ChordNode:
                 new = self.store.stored(rec.identity)
                 if new is not None:
                     new.confirmed = replica
+            if rec.owner == self.id and src.id != self.id:
+                self._saw_own(rec)
         self.stats["records_accepted"] += accepted
         if changed:
             self._schedule_sync()
+        if newer:  # an owner that lost its counter learns where to go on from
+            self._request(src, Transfer, None, None, records=tuple(newer))
         return accepted, rejected
+
+    def _saw_own(self, rec: Record) -> None:
+        """A copy of one of our records came from elsewhere: if it is a version we do not
+        hold (issued before a restart that lost our counter), go above it at once."""
+        self.sequences.witness(rec.sequence)
+        owned = self._owned.get(rec.identity)
+        if owned is None:
+            return
+        mine = owned[0]
+        if mine.sequence > rec.sequence or (
+            mine.sequence == rec.sequence and mine.signature == rec.signature
+        ):
+            return
+        self._owned[rec.identity] = (owned[0], self._now)
+        if self._due.get("refresh", math.inf) > self._now:
+            self._periodic("refresh", self._now)
 
     def _schedule_sync(self) -> None:
         if self.status != MEMBER:
@@ -2198,7 +2242,8 @@ class ChordNode:
         for ident, (rec, due) in list(self._owned.items()):
             if due > now:
                 continue
-            new = sign_record(replace(rec, sequence=rec.sequence + 1), self.id, self.signer)
+            seq = self.sequences.next(rec.sequence + 1)
+            new = sign_record(replace(rec, sequence=seq), self.id, self.signer)
             self._owned[ident] = (new, now + self._refresh_after(new))
             if ident in self._republish:
                 self._republish.discard(ident)

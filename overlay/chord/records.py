@@ -9,6 +9,29 @@ checked by every node that stores or serves it, and by the node that fetched it.
 signing scheme is injected as a `RecordSigner` so this module has no crypto dependency:
 the real node passes an Ed25519 signer built on `overlay/identity.py`; the simulator uses
 `KeyedHashKeyring`, a cheap deterministic stand-in (see its docstring).
+
+Freshness, with no clock the nodes share (a Pi has no RTC; see DESIGN "Time"):
+- Versions. `sequence` is the owner's counter (`SequenceCounter`), persisted by the
+  owner's box so it never goes backwards across restarts or clock jumps; of two copies
+  of one record (resource_id, owner, contact) the higher sequence wins. An owner that
+  sees a copy of its own record with a higher sequence than it holds (its counter was
+  lost) jumps above it and re-stores at once; a node that refuses an owner's copy
+  because it holds a newer one (live, removed or expired) sends that one back to the
+  owner for this reason.
+- Lifetimes. The signature covers the sequence and the lifetime as issued: together
+  they are the record's absolute expiry, "`lifetime` seconds after this version was
+  issued", in no node's wall clock. `remaining` is not signed and only ever shortens a
+  copy's life: a node counts a copy down on its own monotonic clock from the moment it
+  first received that version (remaining clamped to lifetime; 0 means the full
+  lifetime, as the owner sends it), and a later copy of the same version never extends
+  it. Once a copy has expired, the node remembers that version as spent for
+  `SPENT_TTL` seconds and refuses (and counts) any copy of it or of an older one: a
+  signed record re-stored by another node cannot be given a fresh life.
+- What this bounds: a replayed old version wins nowhere while the owner lives (it
+  re-stores every lifetime * refresh_fraction with a higher sequence), nor on a node
+  that counted it out within `SPENT_TTL`. A node that never held that version (it
+  joined later, or restarted) takes a replay at its word for at most `lifetime` seconds;
+  without a common clock nothing better is possible short of asking the owner.
 """
 
 from __future__ import annotations
@@ -16,12 +39,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .messages import ID_BITS, Record
 
 TOMBSTONE_TTL = 600  # seconds a removal (lifetime 0) is kept so older copies cannot revive
+SPENT_TTL = 3600  # seconds an expired version is remembered, so a replay cannot revive it
 
 
 def resource_key(aor: str) -> int:
@@ -67,6 +92,34 @@ def verify_record(record: Record, signer: RecordSigner) -> bool:
         )
     except Exception:
         return False
+
+
+class SequenceCounter:
+    """An owner's record sequence numbers: they only grow, across restarts too.
+
+    `reserve(bound)` is called before any number above the last bound is handed out; the
+    box persists the bound and starts its next run above it (`overlay.service`). Bounds
+    go up in blocks of `block`, so the file is written once per block, not once per
+    registration (SD cards wear out). The simulator uses it unpersisted.
+    """
+
+    def __init__(self, start: int = 0, block: int = 0,
+                 reserve: Callable[[int], None] | None = None) -> None:
+        self.value = start
+        self._bound = start
+        self._block = block
+        self._reserve = reserve
+
+    def next(self, at_least: int = 0) -> int:
+        self.value = max(self.value + 1, at_least)
+        if self._reserve is not None and self.value > self._bound:
+            self._bound = self.value + self._block
+            self._reserve(self._bound)
+        return self.value
+
+    def witness(self, sequence: int) -> None:
+        """A version of ours issued before (a previous run): never issue it again."""
+        self.value = max(self.value, sequence)
 
 
 class KeyedHashKeyring:
@@ -134,6 +187,8 @@ class RecordStore:
     def __init__(self) -> None:
         self._records: dict[tuple[int, int, str], StoredRecord] = {}
         self._by_resource: dict[int, dict[tuple[int, int, str], None]] = {}
+        # expired versions (see "Freshness"): identity -> (the record, when to forget it)
+        self._spent: dict[tuple[int, int, str], tuple[Record, float]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -149,20 +204,20 @@ class RecordStore:
             left = min(max(record.remaining, 0), TOMBSTONE_TTL) if record.remaining else (
                 TOMBSTONE_TTL
             )
-        expires = now + left
+        if self.spent(ident, record.sequence, now) is not None:
+            return False
         old = self._records.get(ident)
         if old is not None:
             if record.sequence < old.record.sequence:
                 return False
             if record.sequence == old.record.sequence:
+                # never extended: the copy counts down from when we first got this version
                 old.touched = now
-                if record.signature != old.record.signature:
-                    return False  # same sequence, different content: keep the first
-                if expires > old.expires:
-                    old.expires = expires
                 return False
         if left <= 0:
             return False
+        self._spent.pop(ident, None)
+        expires = now + left
         self._records[ident] = StoredRecord(record, expires, now)
         self._by_resource.setdefault(record.resource_id, {})[ident] = None
         return True
@@ -180,6 +235,16 @@ class RecordStore:
 
     def stored(self, ident: tuple[int, int, str]) -> StoredRecord | None:
         return self._records.get(ident)
+
+    def spent(self, ident: tuple[int, int, str], sequence: int, now: float) -> Record | None:
+        """The expired version that makes a copy with `sequence` stale, if we remember one."""
+        st = self._records.get(ident)
+        if st is not None and st.expires <= now and sequence <= st.record.sequence:
+            return st.record  # expired, not swept yet
+        entry = self._spent.get(ident)
+        if entry is not None and sequence <= entry[0].sequence:
+            return entry[0]
+        return None
 
     @staticmethod
     def copy_for_sending(st: StoredRecord, now: float) -> Record:
@@ -201,7 +266,10 @@ class RecordStore:
                     del self._by_resource[st.record.resource_id]
 
     def expire(self, now: float) -> int:
-        dead = [ident for ident, st in self._records.items() if st.expires <= now]
-        for ident in dead:
-            self.remove(ident)
+        dead = [st for st in self._records.values() if st.expires <= now]
+        for st in dead:
+            self.remove(st.record.identity)
+            self._spent[st.record.identity] = (st.record, now + SPENT_TTL)
+        for ident in [i for i, (_, until) in self._spent.items() if until <= now]:
+            del self._spent[ident]
         return len(dead)

@@ -144,7 +144,10 @@ replayed message that is at most `window` older than the newest time it has seen
 whose nonce it has not seen (e.g. after a restart emptied its cache).
 A box whose clock is behind is refused until it hears from one that is ahead: a node
 that answers a `stale` WireError whose `message` is a request (authentic, only late)
-with an Error (403 "Stale Date") lets the sender catch up at once. (Never answer a
+with an Error (403 "Stale Date") lets the sender catch up at once. A stale message
+that does not name our certificate in `peer=` makes that answer carry it: a box that
+restarted with its clock behind has lost the certificates of its old neighbours, and
+could otherwise check neither their messages nor the 403. (Never answer a
 stale response: two nodes would bounce errors.)
 """
 
@@ -796,6 +799,10 @@ class WireCodec:
                 # Refused, but remembered: sent again it is now in the window, and must
                 # not be accepted then (it may be an old message replayed).
                 self._see(key, ts_ms, ts_ms)
+            if peer_id != self.cert_id:
+                # authentic, only late: its sender (restarted with its clock behind) lacks
+                # our certificate, and must be able to check our 403 Stale Date to catch up
+                self._known_by.pop(src.id, None)
             raise WireError("stale", f"time stamp {skew / 1000:+.1f} s off", message,
                             skew / 1000)
         self._check_destination(sip, message)

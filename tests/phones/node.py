@@ -41,8 +41,10 @@ STOP_TIMEOUT = 10.0
 class NodeProcess:
     def __init__(self, tmp_path: Path, extra_args: tuple[str, ...], config: str | None,
                  port: int | None = None, data_dir: Path | None = None,
-                 netns: str | None = None, host: str = HOST) -> None:
+                 netns: str | None = None, host: str = HOST,
+                 env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self.env = env or {}  # added to the node's environment (e.g. libfaketime)
         self.host = host  # the address it binds and phones use
         self.netns = netns  # network namespace to run in (None: this one)
         self.dir = Path(tmp_path) / (f"node-{self.port}" if netns is None
@@ -76,7 +78,7 @@ class NodeProcess:
         return f"sip:{extension}@{self.host}:{self.port}"
 
     def start(self) -> NodeProcess:
-        env = dict(os.environ)
+        env = dict(os.environ) | self.env
         # The repository goes last, so an installed (or a stand-in) `appliance` wins.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (env.get("PYTHONPATH"), str(REPO_ROOT)) if p
@@ -158,8 +160,9 @@ class NodeFactory:
 
     def __call__(self, tmp_path: Path, *extra_args: str, config: str | None = None,
                  port: int | None = None, data_dir: Path | None = None,
-                 netns: str | None = None, host: str = HOST) -> NodeProcess:
-        node = NodeProcess(tmp_path, extra_args, config, port, data_dir, netns, host)
+                 netns: str | None = None, host: str = HOST,
+                 env: dict[str, str] | None = None) -> NodeProcess:
+        node = NodeProcess(tmp_path, extra_args, config, port, data_dir, netns, host, env)
         self.nodes.append(node)
         return node.start()
 
