@@ -20,12 +20,25 @@ TSE 2017), over the live ring members:
 - OrderedSuccessorLists: every list is strictly ordered clockwise from its owner, without
   duplicates, without the owner, without wrapping past it.
 
+Beyond Zave (whose invariants leave predecessors free), `PredecessorWatch` checks
+CorrectPredecessor: each live member's predecessor is the live member just before it in
+identifier order (a ring of one: none). It applies once the ring is stable: while the
+members (of one partition side) form one ordered ring with no assumption breach, and
+only after that true predecessor has stayed the same for `settle` seconds (a joiner's
+Notify, or the dead predecessor's predecessor noticing the death and notifying, takes up
+to a slow stabilize round plus the retries of two timeouts; `settle` allows two rounds).
+
+During a partition each side is checked on its own (`Simulation.sides`): the members
+that can reach each other must form one correct ring, the nodes of the other side count
+as dead.
+
 `converged` is the stronger, eventual property: one ring holding every member, every
 predecessor and successor list exactly right.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +76,14 @@ def _lbl(node_id: int, labels: dict[int, Any] | None) -> str:
     return f"{node_id:032x}"[:8]
 
 
+def ring_members(nodes: Iterable[Any], live: set[int] | dict[int, Any]) -> dict[int, Any]:
+    """The live ring members: live, MEMBER, and not a lone node whose join failed."""
+    return {
+        n.id: n for n in nodes
+        if n.id in live and n.status == MEMBER and not (n.join_failed and not n.successors)
+    }
+
+
 def check_ring(
     nodes: Iterable[Any],
     live: set[int] | dict[int, Any],
@@ -76,14 +97,10 @@ def check_ring(
     properties that hold whatever happens are checked: OrderedSuccessorLists.
     """
     violations: list[Violation] = []
-    members: dict[int, Any] = {}
-    unjoined = 0
-    for n in nodes:
-        if n.id in live and n.status == MEMBER:
-            if n.join_failed and not n.successors:
-                unjoined += 1  # never made it onto a ring: not a member (Zave)
-                continue
-            members[n.id] = n
+    nodes = list(nodes)
+    members = ring_members(nodes, live)
+    # lone nodes that never made it onto a ring are not members (Zave)
+    unjoined = sum(1 for n in nodes if n.id in live and n.status == MEMBER) - len(members)
     # a node that is leaving (or still joining) is not a live member: skip it like a
     # dead one when looking for a best successor
     live = members
@@ -196,6 +213,58 @@ def check_ring(
                 if not (rp == m or 0 < ((y - rp) & MASK) < ((m - rp) & MASK)):
                     report.misplaced += 1
     return report
+
+
+class PredecessorWatch:
+    """CorrectPredecessor (see the module docstring), checked over successive states.
+
+    `check(members, now, applies)`: `members` the ring members of one side (as
+    `ring_members`), `applies` whether that side is one ordered ring without breach
+    right now. A member's clock starts when its true predecessor changes or when the
+    rule starts to apply; a wrong predecessor is reported once per such stretch.
+    """
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._since: dict[int, tuple[int | None, float]] = {}  # member -> (true pred, since)
+
+    def check(self, members: dict[int, Any], now: float, applies: bool,
+              labels: dict[int, Any] | None = None) -> list[Violation]:
+        if not applies:
+            for x in members:
+                self._since.pop(x, None)
+            return []
+        out: list[Violation] = []
+        ids = sorted(members)
+        for i, x in enumerate(ids):
+            want = ids[i - 1] if len(ids) > 1 else None
+            seen = self._since.get(x)
+            if seen is None or seen[0] != want:
+                self._since[x] = (want, now)
+                continue
+            if now - seen[1] < self.settle:
+                continue
+            p = members[x].predecessor
+            got = p.id if p is not None else None
+            if got != want:
+                out.append(Violation(
+                    "CorrectPredecessor",
+                    f"{_lbl(x, labels)} has predecessor "
+                    f"{_lbl(got, labels) if got is not None else 'none'}, not "
+                    f"{_lbl(want, labels) if want is not None else 'none'} "
+                    f"(for {now - seen[1]:.1f}s)",
+                ))
+                self._since[x] = (want, math.inf)  # reported: not again in this stretch
+        return out
+
+    def forget(self, live: set[int] | dict[int, Any]) -> None:
+        for x in [x for x in self._since if x not in live]:
+            del self._since[x]
+
+    def next_due(self, now: float) -> float | None:
+        """When the next clock expires (the checker must run then even if nothing moves)."""
+        due = [t + self.settle for _, t in self._since.values() if t + self.settle > now]
+        return min(due) if due else None
 
 
 def converged(nodes: Iterable[Any], live: set[int] | dict[int, Any], r: int) -> list[str]:

@@ -302,17 +302,7 @@ def _put(sim: Simulation, label: int, aor: str, tries: int) -> None:
 
 def _converge_groups(sim: Simulation, limit: float) -> float | None:
     """While partitioned: run until each group is, on its own, one converged ring."""
-    from .invariants import converged
-
-    start = sim.now
-    while sim.now - start < limit:
-        sim.run_for(1.0)
-        groups: dict[int, dict[int, Any]] = {}
-        for nid, node in sim.live.items():
-            groups.setdefault(sim.group.get(nid, 0), {})[nid] = node
-        if all(not converged(g.values(), g, sim.config.r) for g in groups.values()):
-            return sim.now - start
-    return None
+    return sim.run_until_converged(limit)
 
 
 # ------------------------------------------------------------------------------ shrinking
