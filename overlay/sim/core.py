@@ -423,8 +423,9 @@ class Simulation:
                 )
             stable = strict and not rep.breaches and rep.rings == 1 and not rep.violations
             found += rep.violations
-            found += self.predecessors.check(ring_members(side.values(), side), self.now,
-                                             stable, self.labels)
+            members = ring_members(side.values(), side)
+            found += self.predecessors.moves(members, self.labels)
+            found += self.predecessors.check(members, self.now, stable, self.labels)
         for v in found:
             self.violations.append((self.now, v))
             self.log.append(f"{self.now:9.3f} VIOLATION {v}")

@@ -28,6 +28,11 @@ only after that true predecessor has stayed the same for `settle` seconds (a joi
 Notify, or the dead predecessor's predecessor noticing the death and notifying, takes up
 to a slow stabilize round plus the retries of two timeouts; `settle` allows two rounds).
 
+PredecessorOrder (Zave's rectify, checked on every change, whatever the ring's state): a
+member's predecessor p is replaced by a node that does not lie between p and the member
+only when p is gone (crashed, left, leaving, cut off by a partition) or the member has
+found it dead (p is among its suspects after the change).
+
 During a partition each side is checked on its own (`Simulation.sides`): the members
 that can reach each other must form one correct ring, the nodes of the other side count
 as dead.
@@ -227,6 +232,28 @@ class PredecessorWatch:
     def __init__(self, settle: float) -> None:
         self.settle = settle
         self._since: dict[int, tuple[int | None, float]] = {}  # member -> (true pred, since)
+        self._last: dict[int, int] = {}  # member -> predecessor at the last check
+
+    def moves(self, members: dict[int, Any], labels: dict[int, Any] | None = None
+              ) -> list[Violation]:
+        """PredecessorOrder over the changes since the last call (`members`: one side)."""
+        out: list[Violation] = []
+        for x, n in members.items():
+            q = n.predecessor.id if n.predecessor is not None else None
+            p = self._last.get(x)
+            if q is None:
+                self._last.pop(x, None)
+                continue
+            self._last[x] = q
+            if p is None or p == q or 0 < (q - p) & MASK < (x - p) & MASK:
+                continue  # first, same, or closer: fine
+            if p in members and not n._is_suspect(p):
+                out.append(Violation(
+                    "PredecessorOrder",
+                    f"{_lbl(x, labels)} replaced live predecessor {_lbl(p, labels)} by "
+                    f"{_lbl(q, labels)}, which does not lie between",
+                ))
+        return out
 
     def check(self, members: dict[int, Any], now: float, applies: bool,
               labels: dict[int, Any] | None = None) -> list[Violation]:
@@ -258,8 +285,9 @@ class PredecessorWatch:
         return out
 
     def forget(self, live: set[int] | dict[int, Any]) -> None:
-        for x in [x for x in self._since if x not in live]:
-            del self._since[x]
+        for table in (self._since, self._last):
+            for x in [x for x in table if x not in live]:
+                del table[x]
 
     def next_due(self, now: float) -> float | None:
         """When the next clock expires (the checker must run then even if nothing moves)."""
