@@ -291,7 +291,7 @@ class PredecessorWatch:
 
     def next_due(self, now: float) -> float | None:
         """When the next clock expires (the checker must run then even if nothing moves)."""
-        due = [t + self.settle for _, t in self._since.values() if t + self.settle > now]
+        due = [t + self.settle for _, t in self._since.values() if now < t + self.settle < math.inf]
         return min(due) if due else None
 
 
