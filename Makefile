@@ -38,7 +38,7 @@ lint: venv
 	$(VENV)/bin/ruff check overlay appliance tests bench
 
 test: venv apt-test lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: venv apt-bench
 	$(PY) bench/run_all.py

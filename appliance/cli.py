@@ -11,9 +11,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from overlay.names import RULE, check_overlay_name
+
 from .config import ConfigError, load_config
 from .control import query
 from .node import NodeError, serve
+
+
+def _overlay_name(value: str) -> str:
+    """argparse type: a bad --overlay is a usage error (exit 2), never a traceback later."""
+    try:
+        return check_overlay_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
     run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--overlay", help="overlay name shared by the boxes of one deployment")
+    run.add_argument("--overlay", type=_overlay_name,
+                     help=f"overlay name shared by the boxes of one deployment ({RULE})")
     run.add_argument("--no-discovery", dest="discovery", action="store_false", default=None,
                      help="no mDNS: find other boxes only through --seed and the peer cache")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from overlay.names import check_overlay_name
+
 
 class ConfigError(Exception):
     pass
@@ -138,8 +140,10 @@ def _check(config: Config, path: Path | None) -> None:
     bad = [a for a in config.digest_algorithms if a not in ("MD5", "SHA-256")]
     if bad or not config.digest_algorithms:
         raise ConfigError(f"{where}registrar.digest_algorithms takes 'MD5' and/or 'SHA-256'")
-    if not config.overlay or not all(c.isalnum() or c in "-_." for c in config.overlay):
-        raise ConfigError(f"{where}overlay.name must be letters, digits, '-', '_' or '.'")
+    try:
+        check_overlay_name(config.overlay)
+    except ValueError as exc:
+        raise ConfigError(f"{where}overlay.name: {exc}") from None
     if config.overlay_transport not in ("auto", "tcp"):
         raise ConfigError(f"{where}overlay.transport must be 'auto' or 'tcp'")
     if not 1 <= config.t1_ms <= 10_000:

@@ -1,5 +1,4 @@
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -245,7 +244,6 @@ def test_small_chunks_do_not_rescan_the_buffer(monkeypatch: pytest.MonkeyPatch) 
     head = b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * 60_000 + b"\r\nl: 1048576\r\n\r\n"
     msg = head + b"b" * MAX_BODY
     framer = StreamFramer()
-    started = time.perf_counter()
     out: list[bytes] = []
     for i in range(len(head)):
         out += framer.feed(head[i : i + 1])
@@ -253,4 +251,3 @@ def test_small_chunks_do_not_rescan_the_buffer(monkeypatch: pytest.MonkeyPatch) 
         out += framer.feed(msg[i : i + 1024])
     assert out == [msg]
     assert counting.scanned < 3 * len(head)  # each header byte looked at a bounded number of times
-    assert time.perf_counter() - started < 5

@@ -190,3 +190,30 @@ def test_an_unknown_method_for_the_box_gets_405_and_for_a_phone_is_proxied(
             forwarded = parse_message(phone.recv(65535))
     assert not isinstance(forwarded, Response) and forwarded.method == "FROB"
     assert str(forwarded.uri) == f"sip:4001@127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("how", ["flag", "file"])
+@pytest.mark.parametrize("name", ["café", "x" * 65, "a b", "a;b=c", 'a"b', ""])
+def test_a_bad_overlay_name_is_explained(tmp_path: Path, how: str, name: str) -> None:
+    """(Before one rule, "café" and 65 characters passed the config and the node died at
+    start with a traceback from the wire codec.)"""
+    if how == "flag":
+        args = ["--overlay", name]
+    else:
+        config = tmp_path / "meshsip.toml"
+        config.write_text(f"[overlay]\nname = {json.dumps(name)}\n", encoding="utf-8")
+        args = ["--config", str(config)]
+    out = meshsip("run", "--bind", "127.0.0.1", "--sip-port", "0", "--no-discovery",
+                  "--data-dir", str(tmp_path), *args)
+    assert out.returncode == 2, out.stderr
+    assert "overlay name" in out.stderr and "ASCII letters, digits" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_valid_unusual_overlay_name_starts(start_node: NodeFactory, tmp_path: Path) -> None:
+    name = "Relief-2024.north_camp." + "x" * 41  # 64 characters, dots, case, '-' and '_'
+    node = start_node(tmp_path, "--overlay", name)
+    assert udp_exchange(node.port, options_msg("named")) == 200
+    status = json.loads(meshsip("status", "--data-dir", str(node.data_dir), "--json").stdout)
+    assert status["overlay"]["overlay"] == name
+    assert "Traceback" not in node.log()

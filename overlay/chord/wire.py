@@ -163,6 +163,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from ..identity import IdentityError, NodeIdentity, PeerIdentity, verify_peer
+from ..names import check_overlay_name
 from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, parse_message
 from ..sip.uri import NameAddr, Uri, check_host, parse_name_addr, parse_params, uri_host
@@ -193,7 +194,6 @@ MAX_TXN = 1 << 64
 MAX_COUNT = 1 << 32
 MAX_RECORD_INT = 1 << 64
 _ID_LIMIT = 1 << m.ID_BITS
-_OVERLAY_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]{1,64}\Z")
 _HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}\Z")
 _CALL_ID = re.compile(r"([0-9a-f]{1,16})@([0-9a-f]{32})\Z")
 _DIGITS = re.compile(r"[0-9]{1,20}\Z")
@@ -451,8 +451,7 @@ class WireCodec:
         answer_rate: float = 20.0,
         certificate_again_after: float = 0.4,
     ) -> None:
-        if not _OVERLAY_NAME.match(overlay):
-            raise ValueError(f"overlay name {overlay!r} must be a SIP token of 1-64 characters")
+        check_overlay_name(overlay)
         self.identity = identity
         self.overlay = overlay
         self.ca = identity.ca_certificate

@@ -16,6 +16,7 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from .. import links
+from ..names import check_overlay_name
 from .peers import CACHE_FILE, PROTOCOL_VERSION, PeerCache, PeerInfo, parse_seed
 
 log = logging.getLogger("meshsip.discovery")
@@ -94,8 +95,7 @@ class Discovery:
             raise ValueError(f"node id must be hex digits, not {node_id!r}")
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
-        if not overlay or len(overlay.encode()) > 100 or not overlay.isprintable():
-            raise ValueError(f"overlay name must be 1 to 100 printable bytes, not {overlay!r}")
+        check_overlay_name(overlay)
         if not 0.5 <= refresh_interval <= _HOST_TTL * 0.8:
             raise ValueError(f"refresh_interval must be 0.5 to {_HOST_TTL * 0.8:.0f} s")
         self.node_id = node_id

@@ -20,12 +20,30 @@ TSE 2017), over the live ring members:
 - OrderedSuccessorLists: every list is strictly ordered clockwise from its owner, without
   duplicates, without the owner, without wrapping past it.
 
+Beyond Zave (whose invariants leave predecessors free), `PredecessorWatch` checks
+CorrectPredecessor: each live member's predecessor is the live member just before it in
+identifier order (a ring of one: none). It applies once the ring is stable: while the
+members (of one partition side) form one ordered ring with no assumption breach, and
+only after that true predecessor has stayed the same for `settle` seconds (a joiner's
+Notify, or the dead predecessor's predecessor noticing the death and notifying, takes up
+to a slow stabilize round plus the retries of two timeouts; `settle` allows two rounds).
+
+PredecessorOrder (Zave's rectify, checked on every change, whatever the ring's state): a
+member's predecessor p is replaced by a node that does not lie between p and the member
+only when p is gone (crashed, left, leaving, cut off by a partition) or the member has
+found it dead (p is among its suspects after the change).
+
+During a partition each side is checked on its own (`Simulation.sides`): the members
+that can reach each other must form one correct ring, the nodes of the other side count
+as dead.
+
 `converged` is the stronger, eventual property: one ring holding every member, every
 predecessor and successor list exactly right.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +81,16 @@ def _lbl(node_id: int, labels: dict[int, Any] | None) -> str:
     return f"{node_id:032x}"[:8]
 
 
+def ring_members(nodes: Iterable[Any], live: set[int] | dict[int, Any]) -> dict[int, Any]:
+    """The live ring members: live, MEMBER, and not a lone node that is joining or whose
+    join failed (a ring of one that answers, not yet on the ring it joins: Zave)."""
+    return {
+        n.id: n for n in nodes
+        if n.id in live and n.status == MEMBER
+        and not ((n.join_failed or n.joining) and not n.successors)
+    }
+
+
 def check_ring(
     nodes: Iterable[Any],
     live: set[int] | dict[int, Any],
@@ -76,14 +104,10 @@ def check_ring(
     properties that hold whatever happens are checked: OrderedSuccessorLists.
     """
     violations: list[Violation] = []
-    members: dict[int, Any] = {}
-    unjoined = 0
-    for n in nodes:
-        if n.id in live and n.status == MEMBER:
-            if (n.join_failed or n.joining) and not n.successors:
-                unjoined += 1  # not (yet) on a ring it joined: not a member (Zave)
-                continue
-            members[n.id] = n
+    nodes = list(nodes)
+    members = ring_members(nodes, live)
+    # lone nodes that never made it onto a ring are not members (Zave)
+    unjoined = sum(1 for n in nodes if n.id in live and n.status == MEMBER) - len(members)
     # a node that is leaving (or still joining) is not a live member: skip it like a
     # dead one when looking for a best successor
     live = members
@@ -196,6 +220,81 @@ def check_ring(
                 if not (rp == m or 0 < ((y - rp) & MASK) < ((m - rp) & MASK)):
                     report.misplaced += 1
     return report
+
+
+class PredecessorWatch:
+    """CorrectPredecessor (see the module docstring), checked over successive states.
+
+    `check(members, now, applies)`: `members` the ring members of one side (as
+    `ring_members`), `applies` whether that side is one ordered ring without breach
+    right now. A member's clock starts when its true predecessor changes or when the
+    rule starts to apply; a wrong predecessor is reported once per such stretch.
+    """
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._since: dict[int, tuple[int | None, float]] = {}  # member -> (true pred, since)
+        self._last: dict[int, int] = {}  # member -> predecessor at the last check
+
+    def moves(self, members: dict[int, Any], labels: dict[int, Any] | None = None
+              ) -> list[Violation]:
+        """PredecessorOrder over the changes since the last call (`members`: one side)."""
+        out: list[Violation] = []
+        for x, n in members.items():
+            q = n.predecessor.id if n.predecessor is not None else None
+            p = self._last.get(x)
+            if q is None:
+                self._last.pop(x, None)
+                continue
+            self._last[x] = q
+            if p is None or p == q or 0 < (q - p) & MASK < (x - p) & MASK:
+                continue  # first, same, or closer: fine
+            if p in members and not n._is_suspect(p):
+                out.append(Violation(
+                    "PredecessorOrder",
+                    f"{_lbl(x, labels)} replaced live predecessor {_lbl(p, labels)} by "
+                    f"{_lbl(q, labels)}, which does not lie between",
+                ))
+        return out
+
+    def check(self, members: dict[int, Any], now: float, applies: bool,
+              labels: dict[int, Any] | None = None) -> list[Violation]:
+        if not applies:
+            for x in members:
+                self._since.pop(x, None)
+            return []
+        out: list[Violation] = []
+        ids = sorted(members)
+        for i, x in enumerate(ids):
+            want = ids[i - 1] if len(ids) > 1 else None
+            seen = self._since.get(x)
+            if seen is None or seen[0] != want:
+                self._since[x] = (want, now)
+                continue
+            if now - seen[1] < self.settle:
+                continue
+            p = members[x].predecessor
+            got = p.id if p is not None else None
+            if got != want:
+                out.append(Violation(
+                    "CorrectPredecessor",
+                    f"{_lbl(x, labels)} has predecessor "
+                    f"{_lbl(got, labels) if got is not None else 'none'}, not "
+                    f"{_lbl(want, labels) if want is not None else 'none'} "
+                    f"(for {now - seen[1]:.1f}s)",
+                ))
+                self._since[x] = (want, math.inf)  # reported: not again in this stretch
+        return out
+
+    def forget(self, live: set[int] | dict[int, Any]) -> None:
+        for table in (self._since, self._last):
+            for x in [x for x in table if x not in live]:
+                del table[x]
+
+    def next_due(self, now: float) -> float | None:
+        """When the next clock expires (the checker must run then even if nothing moves)."""
+        due = [t + self.settle for _, t in self._since.values() if now < t + self.settle < math.inf]
+        return min(due) if due else None
 
 
 def converged(nodes: Iterable[Any], live: set[int] | dict[int, Any], r: int,

@@ -260,7 +260,8 @@ def run(
                 sim.add_node(args[0], bootstrap=-1)
                 # lone boxes are separate rings until they hear of each other (as after
                 # a partition): strict checks resume once the one ring has formed
-                sim.relaxed = len(sim.live) > 1
+                if len(sim.live) > 1:
+                    sim.relaxed = {0}
         elif op == "discover":
             sim.discover(*args)
         elif op == "crash":
@@ -347,17 +348,7 @@ def _put(sim: Simulation, label: int, aor: str, tries: int) -> None:
 
 def _converge_groups(sim: Simulation, limit: float) -> float | None:
     """While partitioned: run until each group is, on its own, one converged ring."""
-    from .invariants import converged
-
-    start = sim.now
-    while sim.now - start < limit:
-        sim.run_for(1.0)
-        groups: dict[int, dict[int, Any]] = {}
-        for nid, node in sim.live.items():
-            groups.setdefault(sim.group.get(nid, 0), {})[nid] = node
-        if all(not converged(g.values(), g, sim.config.r) for g in groups.values()):
-            return sim.now - start
-    return None
+    return sim.run_until_converged(limit)
 
 
 # ------------------------------------------------------------------------------ shrinking
