@@ -25,7 +25,8 @@ BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes
 # in network namespaces (root only).
-SCRIPTS = ["overlay_figures.py"] + (["mesh_figures.py"] if os.geteuid() == 0 else [])
+SCRIPTS = ["overlay_figures.py", "coldstart_figures.py"] + (
+    ["mesh_figures.py"] if os.geteuid() == 0 else [])
 
 
 def main() -> None:
