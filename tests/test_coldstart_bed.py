@@ -15,22 +15,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-from meshbed import MeshBed, netns_available
+import test_mesh_calls
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
-from phones.sipp import sipp_binary
 from test_mesh_calls import call_until_ok, callee, logs, one_ring
 
 from appliance.control import query
 
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+pytestmark = test_mesh_calls.pytestmark  # namespaces and sipp, as the other bed tests
 BOXES = 5
 ROUNDS = 20
 PATIENCE = 60.0  # seconds: far beyond what a cold start takes; a hang fails, not a slow one
