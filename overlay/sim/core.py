@@ -463,8 +463,9 @@ class Simulation:
         """Run until the ring is exactly right (or `limit` seconds pass); then strict
         checking resumes. Returns the time it took, or None. `depth`: see converged()."""
         start = self.now
-        while self.now - start < limit:
-            self.run_for(min(poll, limit - (self.now - start)))
+        end = start + limit
+        while self.now < end:
+            self.run_until(min(self.now + poll, end))  # lands on `end` exactly
             if self.converged(depth):
                 continue
             if self.relaxed:
