@@ -209,7 +209,7 @@ def test_a_box_started_before_its_link_joins_when_the_link_comes_up(make_bed):
     bed.link_down(4)
     # Bound to 0.0.0.0: a box that boots before its cable has no address to bind to.
     nodes[4] = bed.node(4, "--bind", "0.0.0.0", config=FAST)
-    wait_ring(bed, {i: nodes[i] for i in range(4)}, timeout=10.0)
+    wait_ring(bed, {i: nodes[i] for i in range(4)}, timeout=60.0)
     time.sleep(1.0)
     late = overlays(bed, {4: nodes[4]})[4]
     assert late["successors"] == [], f"host 4 has no link, yet: {late}"
