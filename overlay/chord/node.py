@@ -998,11 +998,7 @@ class ChordNode:
             recent[src.id] = src
             if len(recent) > 32:
                 recent.popitem(last=False)
-            if self.ring_complete and not self._in_tables(src.id):
-                # a ring that lists all its nodes hears from one it does not list: a
-                # joiner, or a node of another ring; a merge check tells which
-                self._add_peer(src, self._now)
-                self._periodic("merge", min(self._due.get("merge", self._now), self._now))
+
         if src.id in self._peers and self._in_tables(src.id):
             del self._peers[src.id]
         self._learn_finger(src)
@@ -1852,6 +1848,13 @@ class ChordNode:
             self._rectify(m.src)
 
     def _on_find_successor(self, m: FindSuccessor) -> None:
+        j = self._join
+        if j is not None and not self.successors:
+            # alone and joining: point to the ring we are joining rather than answer as a
+            # ring of one (which would pull the asker into a second ring beside it); a
+            # lookup that only meets such answers ends at the nearest one that answered
+            self._reply(m, Redirect, key=m.key, closer=(j.bootstrap,), hops=m.hops + 1)
+            return
         found, nodes = self._route(m.key)
         if found:
             self._reply(m, Found, key=m.key, successors=tuple(nodes), hops=m.hops + 1)

@@ -480,7 +480,8 @@ class Simulation:
     # ------------------------------------------------------------------ operations
 
     def members(self) -> list[ChordNode]:
-        return [n for n in self.live.values() if n.status == MEMBER]
+        """The nodes on a ring (a lone node that is still joining is not: see ring_members)."""
+        return list(ring_members(self.live.values(), self.live).values())
 
     def true_successor(self, key: int, group: int | None = None) -> int | None:
         ids = sorted(
