@@ -136,6 +136,20 @@ class ChordNode(
     def now(self) -> float:
         return self._now
 
+    def pending_work(self) -> dict[str, int]:
+        """Work in flight, by table: all zero once every piece of it has finished."""
+        return {
+            "requests": len(self._pending),
+            "lookups": len(self._lookups),
+            "join": int(self._join is not None),
+            "stabilize": int(self._stabilizing),
+            "predecessor_ping": int(self._pred_ping is not None),
+            "adoptions": len(self._adopting),
+            "probes": len(self._probing),
+            "rehoming": len(self._orphan_checks),
+            "leave": self._leave_pending,
+        }
+
     def _periodic_fire(self, kind: str) -> None:
         """A periodic timer fired (not while leaving): reschedule it, then do the work."""
         c = self.config
