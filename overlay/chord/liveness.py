@@ -33,6 +33,14 @@ class _Peer:
         self.backoff = backoff
 
 
+def _still(table: dict[int, float], node_id: int, now: float) -> bool:
+    """node_id's mark in table (present) has not expired; an expired one is removed."""
+    if table[node_id] <= now:
+        del table[node_id]
+        return False
+    return True
+
+
 def _mark(table: dict[int, float], node_id: int, until: float, now: float) -> None:
     table[node_id] = until
     if len(table) > _TABLE_MAX:
@@ -70,22 +78,10 @@ class Liveness:
         self._learn_finger(src)
 
     def _is_suspect(self, node_id: int) -> bool:
-        until = self._suspects.get(node_id)
-        if until is None:
-            return False
-        if until <= self._now:
-            del self._suspects[node_id]
-            return False
-        return True
+        return node_id in self._suspects and _still(self._suspects, node_id, self._now)
 
     def _avoided(self, node_id: int) -> bool:
-        until = self._avoid.get(node_id)
-        if until is None:
-            return False
-        if until <= self._now:
-            del self._avoid[node_id]
-            return False
-        return True
+        return node_id in self._avoid and _still(self._avoid, node_id, self._now)
 
     def _declare_dead(self, node: NodeRef, lost: bool = True) -> None:
         """node failed `attempts` tries (or left): drop it from every table."""

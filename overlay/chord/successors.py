@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .events import NeighborsChanged
 from .lifecycle import MEMBER
-from .lookups import _Lookup
 from .messages import ID_SPACE, NodeRef
 from .ring import MASK, between, dist
+
+if TYPE_CHECKING:
+    from .lookups import _Lookup
 
 _SIZE_SAMPLE = 6  # successors whose span estimates the ring size for the list's length
 
