@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overlay.chord.messages import (
-    ID_SPACE,
     Found,
     Message,
     Neighbors,
@@ -56,7 +55,6 @@ from overlay.chord.records import KeyedHashKeyring, resource_key
 
 from .invariants import PredecessorWatch, Violation, check_ring, converged, ring_members
 
-MASK = ID_SPACE - 1
 _DELIVER, _TIMER, _ACTION = 0, 1, 2
 
 
