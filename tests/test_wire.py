@@ -240,9 +240,9 @@ def test_replay_cache_is_bounded_and_expires() -> None:
     cb = WireCodec(B_ID, OVERLAY, replay_capacity=4)
     for txn in range(6):
         cb.decode(ca.encode(m.Ping(src=A, txn=txn, overlay=OVERLAY), B, NOW), NOW)
-    assert len(cb._seen) == 4 and cb.counters["replay_cache_full"] == 2
+    assert len(cb.freshness.seen) == 4 and cb.counters["replay_cache_full"] == 2
     cb.decode(ca.encode(m.Ping(src=A, txn=9, overlay=OVERLAY), B, NOW + 200), NOW + 200)
-    assert len(cb._seen) == 1  # the others' time stamps are out of the window now
+    assert len(cb.freshness.seen) == 1  # the others' time stamps are out of the window now
 
 
 @pytest.mark.parametrize("delay", [61.0, -61.0, 3600.0])
@@ -601,7 +601,7 @@ def test_unverifiable_response_makes_the_retransmission_carry_the_certificate() 
     """Both sides lost each other's certificate: B's answer cannot be verified by A
     either; A forgets that B holds its certificate, so its retry carries it."""
     ca, cb = warm()
-    ca._certs.clear()  # A dropped B's certificate (cache full)
+    ca.certificates.cache.clear()  # A dropped B's certificate (cache full)
     pong = cb.encode(m.Pong(src=B, txn=3, overlay=OVERLAY), A, NOW)  # no certificate
     with pytest.raises(WireError) as info:
         ca.decode(pong, NOW)
@@ -661,7 +661,7 @@ def test_tampering_a_message_without_certificate_is_refused(sample: int) -> None
     for i in range(len(data)):
         bad = bytearray(data)
         bad[i] ^= 0x01
-        cb._seen.clear()  # every variant is judged on its own, not as a replay
+        cb.freshness.seen.clear()  # every variant is judged on its own, not as a replay
         try:
             got = cb.decode(bytes(bad), NOW)
         except WireError:
@@ -709,7 +709,7 @@ def test_certificate_caches_are_bounded() -> None:
         codec.decode(cb.encode(m.Pong(src=B, txn=1, overlay=OVERLAY), ref, NOW), NOW)
         cb.decode(codec.encode(m.Ping(src=ref, txn=2, overlay=OVERLAY), B, NOW), NOW)
         peers.append((ref, codec))
-    assert len(cb._certs) == 2 and len(cb._known_by) == 2
+    assert len(cb.certificates.cache) == 2 and len(cb.certificates.known_by) == 2
     (ref0, codec0), (ref2, codec2) = peers[0], peers[2]
     with pytest.raises(WireError, match="certificate_needed"):  # the oldest went first
         cb.decode(codec0.encode(m.Ping(src=ref0, txn=3, overlay=OVERLAY), B, NOW), NOW)
@@ -750,7 +750,7 @@ def test_refusal_answers() -> None:
     assert sum(g is not None for g in got) == 2 and cb.counters["answers_limited"] == 3
     assert cb.refusal_answer(refused[4], B, NOW + 1, source=("10.0.0.1", 5060)) is not None
     # a request for another node that cannot be verified is not even described
-    aw._known_by[C.id] = float("inf")  # A believes C holds its certificate: none goes
+    aw.certificates.known_by[C.id] = float("inf")  # A believes C holds its certificate: none goes
     to_c = aw.encode(m.Ping(src=A, txn=20, overlay=OVERLAY), C, NOW)
     assert not _cert_of(to_c)
     with pytest.raises(WireError) as info:
