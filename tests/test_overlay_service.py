@@ -35,14 +35,19 @@ async def _until(check, timeout: float) -> None:  # noqa: ANN001
         await asyncio.sleep(0.05)
 
 
+async def _ring_of_two(wire: Wire) -> tuple[OverlayService, OverlayService]:
+    a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
+    for s in (a, b):
+        s.start()
+    a.add_peer(b.ref)
+    await _until(lambda: a.node.successors and b.node.successors, 10)
+    return a, b
+
+
 def test_own_records_are_stored_again_when_nodes_are_declared_dead() -> None:
     async def main() -> None:
         wire = Wire()
-        a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
-        for s in (a, b):
-            s.start()
-        a.add_peer(b.ref)
-        await _until(lambda: a.node.successors and b.node.successors, 10)
+        a, b = await _ring_of_two(wire)
         a.publish("1001", "sip:10.0.0.1:5060")
         await asyncio.sleep(0.5)
         before = a.node.owned_records()[0].sequence
@@ -85,11 +90,7 @@ def test_a_peer_that_lost_our_certificate_is_sent_the_request_again() -> None:
 
     async def main() -> None:
         wire = Wire()
-        a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
-        for s in (a, b):
-            s.start()
-        a.add_peer(b.ref)
-        await _until(lambda: a.node.successors and b.node.successors, 10)
+        a, b = await _ring_of_two(wire)
         await _until(lambda: a.codec.peer_has_certificate(b.ref.id), 10)
         seen = []
         receive = a.node.receive

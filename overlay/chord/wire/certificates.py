@@ -19,7 +19,7 @@ from ...identity import IdentityError, NodeIdentity, PeerIdentity, verify_peer
 from ...sip.message import Request, Response
 from ...sip.uri import parse_params
 from .. import messages as m
-from .values import CERT_HEADER, CERT_ID_HEADER, CERT_NEEDED, WireError, b64d, b64e
+from .values import CERT_HEADER, CERT_ID_HEADER, CERT_NEEDED, WireError, b64d, b64e, make_room
 
 _CERT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 
@@ -160,13 +160,8 @@ class CertificateExchange:
     # ------------------------------------------------------------------ the 428
 
     def _sent_without(self, msg: m.Message, dst: m.NodeRef, now: float) -> None:
-        pending = self._unanswered
-        while pending:
-            oldest = next(iter(pending.values()))
-            if oldest.at + self.remember_for >= now and len(pending) < self.remember:
-                break
-            pending.popitem(last=False)
-        pending[(dst.id, msg.txn)] = _Unanswered(now, msg, dst)
+        make_room(self._unanswered, now, self.remember, self.remember_for)
+        self._unanswered[(dst.id, msg.txn)] = _Unanswered(now, msg, dst)
 
     def request_again(self, answer: m.Message) -> tuple[m.Message, m.NodeRef] | None:
         """For an authentic Error 428 answering a request we sent without our certificate:

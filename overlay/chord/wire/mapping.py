@@ -32,6 +32,7 @@ from .values import (
     check_count,
     check_id,
     hostport,
+    make_room,
     node_uri,
     ref_from_uri,
 )
@@ -202,14 +203,9 @@ class Mapping:
 
     def remember(self, sip: Request, message: m.Message, now: float) -> None:
         """Keep what the answer to this (accepted) request copies from it."""
-        reqs = self._requests
-        while reqs:
-            oldest = next(iter(reqs.values()))
-            if oldest.at + self.remember_for >= now and len(reqs) < self.remember_capacity:
-                break
-            reqs.popitem(last=False)
+        make_room(self._requests, now, self.remember_capacity, self.remember_for)
         to = parse_name_addr(sip.get("To") or "", "To")
-        reqs[(message.src.id, message.txn)] = _Remembered(
+        self._requests[(message.src.id, message.txn)] = _Remembered(
             now, REQUEST_OPS[type(message)], sip.get_all("Via"), sip.get("From") or "",
             to.uri, sip.call_id, sip.get("CSeq") or "",
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import OrderedDict
+from typing import Any
 
 from ...sip.uri import Uri, check_host, uri_host
 from .. import messages as m
@@ -117,3 +119,13 @@ def ref_from_uri(uri: Uri, what: str) -> m.NodeRef:
         raise ValueError(f"{what} lacks a Node-ID or port")
     host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
     return m.NodeRef(int(uri.user, 16), host, uri.port)
+
+
+def make_room(entries: OrderedDict[Any, Any], now: float, capacity: int, age: float) -> None:
+    """Drop the oldest of `entries` (values with an `at`, oldest first) until the rest are
+    at most `age` seconds old and there is room for one more under `capacity`."""
+    while entries:
+        oldest = next(iter(entries.values()))
+        if oldest.at + age >= now and len(entries) < capacity:
+            break
+        entries.popitem(last=False)
