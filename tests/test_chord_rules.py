@@ -31,7 +31,6 @@ from overlay.chord.messages import (
     Transfer,
 )
 from overlay.chord.node import (
-    CERTIFICATE_NEEDED,
     LEFT,
     MEMBER,
     ChordConfig,
@@ -636,21 +635,6 @@ def test_real_ed25519_signer_from_identity_plugs_in() -> None:
 
 
 # ----------------------------------------------------------------------------- cadence
-
-
-def test_certificate_needed_error_resends_the_request_once() -> None:
-    a = node(1)
-    a.successors = [ref(5)]
-    [(dest, gn)] = stabilize_now(a, 1.0)
-    # 5 restarted and lacks our certificate: the same request goes again at once
-    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED, reason="Certificate Needed"),
-              1.05)
-    [(dest2, again)] = sent(a)
-    assert dest2 == ref(5) and again == gn and a.stats["certificate_resends"] == 1
-    # a second one is an answer like any Error (no loop): the request is over
-    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED), 1.1)
-    assert sent(a) == [] and gn.txn not in a._pending
-    assert a.successors == [ref(5)]  # an answer proves 5 alive: nothing dropped
 
 
 def _drive(n: ChordNode, until: float, answer) -> list[float]:

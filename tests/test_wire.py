@@ -758,13 +758,6 @@ def test_refusal_answers() -> None:
     assert info.value.reason == "misdirected" and info.value.message is None
 
 
-def test_certificate_needed_code_is_the_one_the_node_resends_on() -> None:
-    from overlay.chord.node import CERTIFICATE_NEEDED
-    from overlay.chord.wire import CERT_NEEDED
-
-    assert CERT_NEEDED == CERTIFICATE_NEEDED
-
-
 def test_a_chord_node_gets_through_a_restarted_peer() -> None:
     """End to end: a node's stabilize request meets a peer that restarted (it lost A's
     certificate), is answered 428, sent again by A's codec with the certificate, and

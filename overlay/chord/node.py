@@ -65,7 +65,7 @@ from .messages import (
     Transfer,
 )
 from .owned import OwnedRecords
-from .plumbing import CERTIFICATE_NEEDED, Plumbing
+from .plumbing import Plumbing
 from .records import RecordSigner, RecordStore, SequenceCounter
 from .replicas import Replicas
 from .ring import MASK, backoff, between, between_right, dist, finger_targets
@@ -74,7 +74,7 @@ from .successors import SuccessorList
 from .unify import Unification
 
 __all__ = [
-    "CERTIFICATE_NEEDED", "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig",
+    "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig",
     "ChordNode", "Event", "GetDone", "GetFailed", "IllegalTransition", "JoinFailed", "Joined",
     "Left", "LookupDone", "LookupFailed", "NeighborsChanged", "PutDone", "PutFailed",
     "RecordRejected", "backoff", "between", "between_right", "dist", "finger_targets",
@@ -110,7 +110,7 @@ class ChordNode(
                 "requests_sent", "responses_sent", "timeouts", "stray_responses",
                 "dropped_overlay", "dead_declared", "lookups_done", "lookups_failed",
                 "records_rejected", "records_accepted", "adoptions", "learns_routed",
-                "merge_checks", "transfers_sent", "certificate_resends", "pokes_sent",
+                "merge_checks", "transfers_sent", "pokes_sent",
                 "pokes_received", "republished", "expired_refused",
             ),
             0,

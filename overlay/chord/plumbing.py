@@ -4,8 +4,8 @@ Every request the node sends is a `_Req` in `_pending` (by transaction id) with 
 completion callable, `done(answer)`: called with the response (which may be an `Error`
 answer) or with None when every try timed out. So a piece of pending work cannot forget
 one of the three endings. Timeouts follow the measured round trip (`_RoundTrip`), capped
-by the configured ones; an `Error 428` (the receiver lacks our certificate) resends the
-request once, and a recursive lookup hop's provisional `Ack` extends its deadline.
+by the configured ones; a recursive lookup hop's provisional `Ack` extends its deadline.
+(A receiver that lacks our certificate is the codec's business: overlay/chord/wire.)
 
 Timers live in one heap with lazy deletion: an entry is (when, seq, kind, key) and is
 valid while the thing it times still has that deadline (`_pending[key].deadline`,
@@ -24,14 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from .lifecycle import LEAVING, LEFT
-from .messages import Ack, Error, Message, NodeRef
+from .messages import Ack, Message, NodeRef
 
 if TYPE_CHECKING:
     from .events import Event
-
-# Error code of a node that could not verify our request because it lacks our certificate
-# (overlay.chord.wire.CERT_NEEDED): the codec then adds it, and we send the request again.
-CERTIFICATE_NEEDED = 428
 
 Done = Callable[[Message | None], None]  # the answer (maybe an Error), or None: timed out
 
@@ -39,7 +35,7 @@ Done = Callable[[Message | None], None]  # the answer (maybe an Error), or None:
 class _Req:
     __slots__ = (
         "txn", "dest", "msg", "tries", "timeout", "deadline", "done", "provisional",
-        "resent", "sent_at", "retransmitted",
+        "sent_at", "retransmitted",
     )
 
     def __init__(
@@ -54,7 +50,6 @@ class _Req:
         self.deadline = 0.0
         self.done = done
         self.provisional = provisional
-        self.resent = False  # sent again after an Error 428 (certificate needed)
         self.sent_at = 0.0
         self.retransmitted = False
 
@@ -162,13 +157,6 @@ class Plumbing:
         req = self._pending.get(msg.txn)
         if req is None or req.dest.id != src.id:
             self.stats["stray_responses"] += 1
-            return
-        if isinstance(msg, Error) and msg.code == CERTIFICATE_NEEDED and not req.resent:
-            # The receiver lost our certificate (it restarted, or its cache is full): the
-            # codec has noticed and adds it this time. Once per request, no try used up.
-            req.resent = True
-            self.stats["certificate_resends"] += 1
-            self._transmit(req)
             return
         if req.provisional and isinstance(msg, Ack):
             req.provisional = False
