@@ -24,7 +24,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,15 +212,9 @@ class Simulation:
         the nodes' own fix-fingers and passive learning."""
         nodes = [self.add_node(bootstrap=-1) for _ in range(n)]
         ring = sorted(nodes, key=lambda x: x.id)
+        refs = [x.ref for x in ring]
         for i, node in enumerate(ring):
-            node.predecessor = ring[i - 1].ref if n > 1 else None
-            want = node._succ_target() if n > 1 else 0
-            k = min(n - 1, max(want, self.config.r))
-            node._set_successors([ring[(i + j) % n].ref for j in range(1, k + 1)])
-            node.ring_complete = k == n - 1
-            node._set_successors([ring[(i + j) % n].ref for j in range(1, node._succ_target() + 1)
-                                  if j < n])
-            node.version += 1
+            node.restore_ring(ring[i - 1].ref if n > 1 else None, _Clockwise(refs, i))
         self._dirty = True
 
     def crash(self, label: int) -> None:
@@ -597,6 +591,25 @@ class Simulation:
             "misplaced_appendage_checks": st.misplaced_checks,
             "virtual_seconds": round(self.now, 3),
         }
+
+
+class _Clockwise(Sequence[NodeRef]):
+    """The other nodes of a sorted ring clockwise from the one at `start`, without
+    copying the ring for each node (build_ring of a large ring)."""
+
+    def __init__(self, ring: list[NodeRef], start: int) -> None:
+        self._ring, self._start = ring, start
+
+    def __len__(self) -> int:
+        return len(self._ring) - 1
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204
+        ring, n = self._ring, len(self._ring)
+        if isinstance(i, slice):
+            return [ring[(self._start + 1 + j) % n] for j in range(*i.indices(n - 1))]
+        if not -n < i < n - 1:
+            raise IndexError(i)
+        return ring[(self._start + 1 + i % (n - 1)) % n]
 
 
 def _short(msg: Message, labels: dict[int, int]) -> str:

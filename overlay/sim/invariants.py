@@ -248,7 +248,7 @@ class PredecessorWatch:
             self._last[x] = q
             if p is None or p == q or 0 < (q - p) & MASK < (x - p) & MASK:
                 continue  # first, same, or closer: fine
-            if p in members and not n._is_suspect(p):
+            if p in members and not n.is_suspect(p):
                 out.append(Violation(
                     "PredecessorOrder",
                     f"{_lbl(x, labels)} replaced live predecessor {_lbl(p, labels)} by "
