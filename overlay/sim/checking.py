@@ -58,8 +58,8 @@ class Checking:
         for v in found:
             self.violations.append((self.now, v))
             self.log.append(f"{self.now:9.3f} VIOLATION {v}")
-            if self._on_violation is not None:
-                self._on_violation(self.now, v)
+            if self.on_violation is not None:
+                self.on_violation(self.now, v)
         # a predecessor's grace ends: look then, even if no step changes anything
         due = self.predecessors.next_due(self.now)
         if due is not None and not self.now < self._recheck_at <= due:

@@ -88,7 +88,7 @@ class Simulation(EventLoop, Checking, Operations):
         self._waiters: dict[tuple[int, int], Callable[[Any], None]] = {}
         self._next_label = 0
         self._label_groups: dict[int, int] = {}
-        self._on_violation: Callable[[float, Violation], None] | None = None
+        self.on_violation: Callable[[float, Violation], None] | None = None
         c = self.config
         # CorrectPredecessor applies this long after a member's true predecessor changed:
         # two slow stabilize rounds with their retries, and a ping of the old predecessor
