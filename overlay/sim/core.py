@@ -11,6 +11,7 @@ public API only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -27,6 +28,7 @@ from .checking import Checking
 from .invariants import PredecessorWatch, Violation
 from .network import EventLoop, estimate_size
 from .operations import Operations, SimStats
+from .wire import OVERLAY, WireNet
 
 __all__ = ["SimStats", "Simulation", "Violation", "estimate_size", "node_id_for"]
 
@@ -52,9 +54,18 @@ class Simulation(EventLoop, Checking, Operations):
         trace_len: int = 300,
         discovery_interval: float = 5.0,
         check_every_step: bool = False,
+        wire: bool = False,
+        clock_skew: float = 0.0,
+        duplicate: float = 0.0,
     ) -> None:
         self.seed = seed
         self.config = config if config is not None else ChordConfig()
+        # wire mode (see wire.py): every message through the real codec
+        self.wire: WireNet | None = None
+        if wire:
+            if not self.config.overlay:
+                self.config = dataclasses.replace(self.config, overlay=OVERLAY)
+            self.wire = WireNet(seed, self.config.overlay, clock_skew, duplicate)
         self.loss = loss
         self.delay = delay
         self.jitter = jitter
@@ -104,7 +115,9 @@ class Simulation(EventLoop, Checking, Operations):
 
     def ref_of(self, label: int) -> NodeRef:
         nid = self.by_label.get(label)
-        if nid is None:
+        if nid is None and self.wire is not None:
+            nid = self.wire.identity(label).node_id
+        elif nid is None:
             nid = node_id_for(self.seed, label)
         return NodeRef(nid, f"10.{label >> 16 & 255}.{label >> 8 & 255}.{label & 255}", 5070)
 
@@ -125,6 +138,8 @@ class Simulation(EventLoop, Checking, Operations):
             self.now,
         )
         self.nodes[ref.id] = node
+        if self.wire is not None:
+            self.wire.add(label, ref)
         self.live[ref.id] = node
         self.labels[ref.id] = label
         self.by_label[label] = ref.id

@@ -36,6 +36,8 @@ from overlay.chord.node import (
     RecordRejected,
 )
 
+from .wire import Datagram
+
 _DELIVER, _TIMER, _ACTION = 0, 1, 2
 
 
@@ -89,19 +91,52 @@ class EventLoop:
         return lo + (hi - lo) * frac
 
     def _send(self, src: int, dest: NodeRef, msg: Message) -> None:
+        if self.wire is None:
+            self._transmit(src, dest.id, (src, msg), self.size_of(msg), type(msg).__name__)
+            return
+        d = self.wire.encode(src, dest, msg, self.now)
+        if d is not None:
+            self._transmit(src, dest.id, d, len(d.data), type(msg).__name__, d.tcp)
+
+    def _transmit(self, src: int, dest: int, payload: Any, size: int, name: str,
+                  tcp: bool = False) -> None:
+        """Put a message (or, in wire mode, a Datagram) on the network; TCP is not lost."""
         st = self.stats
         st.messages += 1
-        st.bytes += self.size_of(msg)
-        name = type(msg).__name__
+        st.bytes += size
         st.by_type[name] = st.by_type.get(name, 0) + 1
-        if self.loss and self.rng.random() < self.loss:
+        if not tcp and self.loss and self.rng.random() < self.loss:
             st.dropped += 1
             return
-        if self.group and self.group.get(src, 0) != self.group.get(dest.id, 0):
+        if self.group and self.group.get(src, 0) != self.group.get(dest, 0):
             st.dropped += 1
             return
-        d = self._link_delay(src, dest.id) * (1 + self.jitter * self.rng.random())
-        heapq.heappush(self._heap, (self.now + d, next(self._seq), _DELIVER, dest.id, (src, msg)))
+        d = self._link_delay(src, dest) * (1 + self.jitter * self.rng.random())
+        heapq.heappush(self._heap, (self.now + d, next(self._seq), _DELIVER, dest, payload))
+        if self.wire is not None and self.wire.duplicates(payload):
+            d2 = self._link_delay(src, dest) * (1 + self.jitter * self.rng.random())
+            heapq.heappush(self._heap, (self.now + d2, next(self._seq), _DELIVER, dest, payload))
+
+    def _deliver(self, nid: int, payload: Any) -> None:
+        node = self.live.get(nid)
+        src = payload.src if isinstance(payload, Datagram) else payload[0]
+        if node is None or (self.group and self.group.get(src, 0) != self.group.get(nid, 0)):
+            self.stats.dropped += 1
+            return
+        if isinstance(payload, Datagram):
+            msg, answers = self.wire.receive(node.ref, payload, self.now)
+            for to, d in answers:  # what the codec itself sends (403, 428, a resend)
+                self._transmit(nid, to, d, len(d.data), "codec", d.tcp)
+            if msg is None:
+                return
+        else:
+            msg = payload[1]
+        self.trace.append(
+            f"{self.now:9.3f} n{self.labels.get(src, '?')} -> "
+            f"n{self.labels.get(nid, '?')} {_short(msg, self.labels)}"
+        )
+        node.receive(msg, self.now)
+        self._pump(node)
 
     def _event(self, node: ChordNode, ev: Any) -> None:
         st = self.stats
@@ -123,17 +158,7 @@ class EventLoop:
             return True  # a superseded timer entry: not a step
         self.stats.steps += 1
         if kind == _DELIVER:
-            node = self.live.get(nid)
-            src, msg = payload
-            if node is None or (self.group and self.group.get(src, 0) != self.group.get(nid, 0)):
-                self.stats.dropped += 1
-            else:
-                self.trace.append(
-                    f"{self.now:9.3f} n{self.labels.get(src, '?')} -> "
-                    f"n{self.labels.get(nid, '?')} {_short(msg, self.labels)}"
-                )
-                node.receive(msg, self.now)
-                self._pump(node)
+            self._deliver(nid, payload)
         elif kind == _TIMER:
             node = self.live[nid]
             del self._timer_at[nid]

@@ -166,4 +166,4 @@ class Operations:
             "checks": st.checks,
             "misplaced_appendage_checks": st.misplaced_checks,
             "virtual_seconds": round(self.now, 3),
-        }
+        } | ({} if self.wire is None else {"wire": self.wire.totals()})

@@ -225,11 +225,15 @@ def run(
     stop_at_violation: bool = False,
     check: bool = True,
     check_every_step: bool = False,
+    wire: bool = False,
+    **wire_options: float,
 ) -> RunResult:
+    """Replay `actions` on a fresh Simulation with `seed`. `wire`: every message through
+    the real codec (`wire_options`: clock_skew, duplicate; see wire.py)."""
     t0 = time.perf_counter()
     sim = Simulation(
         seed, config, loss=loss, node_factory=node_factory, check=check,
-        check_every_step=check_every_step,
+        check_every_step=check_every_step, wire=wire, **wire_options,
     )
     runner = _Runner(sim)
     sim.on_violation = runner.on_violation
