@@ -12,14 +12,33 @@ is cut off), until that side has converged. The rules themselves live in `invari
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from overlay.chord.node import ChordNode
 
-from .invariants import Violation, check_ring, converged, ring_members
+from .invariants import PredecessorWatch, Violation, check_ring, converged, ring_members
 
 
 class Checking:
     """The checker's side of `Simulation` (a mixin)."""
+
+    def _init_checking(self, check: bool, check_every_step: bool) -> None:
+        self.check_enabled = check
+        # by default the checker runs after the steps that changed some node's
+        # predecessor or successor list (or liveness, or the partition): on the others
+        # the checked state is identical. check_every_step runs it after every step.
+        self.check_every_step = check_every_step
+        self.violations: list[tuple[float, Violation]] = []
+        self.breaches: list[tuple[float, int]] = []
+        self.relaxed: set[int] = set()  # sides (groups) checked relaxed until converged
+        self.on_violation: Callable[[float, Violation], None] | None = None
+        c = self.config
+        # CorrectPredecessor applies this long after a member's true predecessor changed:
+        # two slow stabilize rounds with their retries, and a ping of the old predecessor
+        self.predecessors = PredecessorWatch(
+            2 * (c.stabilize_max * (1 + c.jitter) + c.attempts * c.rto) + c.attempts * c.rto
+        )
+        self._recheck_at = math.inf
 
     def sides(self) -> dict[int, dict[int, ChordNode]]:
         """The live nodes that can reach each other, by partition group (one, unsplit)."""

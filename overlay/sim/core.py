@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
-import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,7 +23,7 @@ from overlay.chord.node import MEMBER, ChordConfig, ChordNode
 from overlay.chord.records import KeyedHashKeyring
 
 from .checking import Checking
-from .invariants import PredecessorWatch, Violation
+from .invariants import Violation
 from .network import EventLoop, estimate_size
 from .operations import Operations, SimStats
 from .wire import OVERLAY, WireNet
@@ -69,11 +67,6 @@ class Simulation(EventLoop, Checking, Operations):
         self.loss = loss
         self.delay = delay
         self.jitter = jitter
-        self.check_enabled = check
-        # by default the checker runs after the steps that changed some node's
-        # predecessor or successor list (or liveness, or the partition): on the others
-        # the checked state is identical. check_every_step runs it after every step.
-        self.check_every_step = check_every_step
         self.node_factory = node_factory
         self.size_of = size_of
         self.now = 0.0
@@ -85,28 +78,14 @@ class Simulation(EventLoop, Checking, Operations):
         self.by_label: dict[int, int] = {}  # label -> id
         self.group: dict[int, int] = {}  # id -> partition group (absent: 0)
         self.stats = SimStats()
-        self.violations: list[tuple[float, Violation]] = []
-        self.breaches: list[tuple[float, int]] = []
-        self.relaxed: set[int] = set()  # sides (groups) checked relaxed until converged
         self.partitioned = False
         self.trace: deque[str] = deque(maxlen=trace_len)
         self.log: list[str] = []
-        self._heap: list[tuple[float, int, int, int, Any]] = []
-        self._seq = itertools.count()
-        self._timer_at: dict[int, float] = {}
-        self._versions: dict[int, int] = {}
-        self._dirty = False
+        self._init_loop()
         self._waiters: dict[tuple[int, int], Callable[[Any], None]] = {}
         self._next_label = 0
         self._label_groups: dict[int, int] = {}
-        self.on_violation: Callable[[float, Violation], None] | None = None
-        c = self.config
-        # CorrectPredecessor applies this long after a member's true predecessor changed:
-        # two slow stabilize rounds with their retries, and a ping of the old predecessor
-        self.predecessors = PredecessorWatch(
-            2 * (c.stabilize_max * (1 + c.jitter) + c.attempts * c.rto) + c.attempts * c.rto
-        )
-        self._recheck_at = math.inf
+        self._init_checking(check, check_every_step)
         self.discovery_interval = discovery_interval
         if discovery_interval:
             self.at(discovery_interval, self._discover)

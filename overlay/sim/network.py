@@ -12,6 +12,7 @@ deadline, and marks the state dirty (for the checker) when its neighbours change
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,13 @@ def estimate_size(msg: Message) -> int:
 class EventLoop:
     """The heap, the clock and the network of `Simulation` (a mixin: its state is set
     up in `Simulation.__init__`)."""
+
+    def _init_loop(self) -> None:
+        self._heap: list[tuple[float, int, int, int, Any]] = []
+        self._seq = itertools.count()
+        self._timer_at: dict[int, float] = {}  # node id -> its timer entry in the heap
+        self._versions: dict[int, int] = {}  # node id -> its version at the last pump
+        self._dirty = False  # some checked state changed since the last check
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), _ACTION, 0, action))
