@@ -6,7 +6,8 @@ them (by joins, or from a known ring with `build_ring`), crashes, leaves, partit
 heals and discovery. All randomness comes from `random.Random` objects seeded from the
 run's seed, nothing iterates a hash-ordered set of strings, so a run is the same on
 every machine and every PYTHONHASHSEED. The simulator drives the nodes through their
-public API only.
+public API only. With `wire=True` every message goes through the real wire codec
+(`wire`; `clock_skew` and `duplicate` apply only there).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ the node sees only what the codec let through. So certificates on first contact,
 time-stamp window and clock following, the replay cache and the size switch run in
 simulation too. `clock_skew` gives each node's wall clock a fixed offset in
 [-skew, +skew] seconds; `duplicate` is the probability that a UDP datagram arrives twice.
+Records are still signed with the simulator's cheap keyed-hash keyring (the codec
+carries record signatures, the node checks them).
 """
 
 from __future__ import annotations
