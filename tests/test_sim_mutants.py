@@ -198,7 +198,7 @@ class _N:
         self.predecessor = NodeRef(pred, "h", 1) if pred is not None else None
         self._suspects = suspects
 
-    def _is_suspect(self, node_id: int) -> bool:
+    def is_suspect(self, node_id: int) -> bool:
         return node_id in self._suspects
 
 

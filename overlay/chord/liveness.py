@@ -80,6 +80,12 @@ class Liveness:
     def _is_suspect(self, node_id: int) -> bool:
         return node_id in self._suspects and _still(self._suspects, node_id, self._now)
 
+    def is_suspect(self, node_id: int) -> bool:
+        """Whether this node currently believes `node_id` dead (for observers such as the
+        simulator's invariant checker; the rules use `_is_suspect`, which a test may
+        override)."""
+        return self._is_suspect(node_id)
+
     def _avoided(self, node_id: int) -> bool:
         return node_id in self._avoid and _still(self._avoid, node_id, self._now)
 

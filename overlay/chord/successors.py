@@ -11,7 +11,7 @@ successor rejoins through anything else it knows.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .events import NeighborsChanged
@@ -126,6 +126,19 @@ class SuccessorList:
         )
         if not lst and old and self.status == MEMBER:
             self._lost_all_successors()
+
+    def restore_ring(self, predecessor: NodeRef | None, ring: Sequence[NodeRef]) -> None:
+        """Start from a known ring state, as after loading a snapshot: `predecessor`, and
+        `ring` every other node of the ring clockwise from this one. The successor list
+        keeps as many of them as its target length wants (the whole ring when it is small
+        enough to know whole); fingers are left to fix-fingers and passive learning."""
+        self.predecessor = predecessor
+        want = self._succ_target() if ring else 0
+        k = min(len(ring), max(want, self.config.r))
+        self._set_successors(ring[:k])
+        self.ring_complete = k == len(ring)
+        self._set_successors(ring[: self._succ_target()])
+        self.version += 1
 
     def _tail_after(self, head: NodeRef, nodes: Iterable[NodeRef]) -> list[NodeRef]:
         """The part of head's successor list that continues clockwise after head and

@@ -1,7 +1,7 @@
 """`meshsip sim`: run one seeded simulation scenario and report.
 
     meshsip sim --nodes N --seed S [--scenario grow|churn|fail|partition|merge]
-                [--duration SECONDS] [--r 3] [--loss P] [--json] [--shrink]
+                [--duration SECONDS] [--r 3] [--loss P] [--wire] [--json] [--shrink]
 
 Prints one JSON object with --json (keys include nodes, lookups, success_rate,
 hops_mean, hops_p99, invariant_violations, records_lost), else a short report. Exit
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.0, help="message loss probability")
     p.add_argument("--fraction", type=float, default=0.2, help="fail: fraction crashing")
     p.add_argument("--lookups", type=int, default=1000)
+    p.add_argument("--wire", action="store_true",
+                   help="every message through the real wire codec (slower)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--shrink", action="store_true", help="shrink a failing run")
     return p
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     config = ChordConfig(r=args.r)
     actions = make_actions(args)
-    result = scenarios.run(args.seed, actions, config=config, loss=args.loss)
+    result = scenarios.run(args.seed, actions, config=config, loss=args.loss,
+                           wire=args.wire)
     out = result.to_json()
     out.pop("sim", None)
     out["scenario"] = args.scenario
@@ -72,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             print(f"{key:22} {out.get(key)}")
     if result.failed and args.shrink:
-        small, res = scenarios.shrink(args.seed, actions, config=config, loss=args.loss)
+        small, res = scenarios.shrink(args.seed, actions, config=config, loss=args.loss,
+                                      wire=args.wire)
         print(scenarios.format_failure(args.seed, small, res), file=sys.stderr)
     return 1 if result.failed else 0
 

@@ -102,15 +102,33 @@ def check_ring(
     `strict=False` (during partitions, merges and after an assumption breach) only the
     properties that hold whatever happens are checked: OrderedSuccessorLists.
     """
-    violations: list[Violation] = []
     nodes = list(nodes)
     members = ring_members(nodes, live)
     # lone nodes that never made it onto a ring are not members (Zave)
     unjoined = sum(1 for n in nodes if n.id in live and n.status == MEMBER) - len(members)
+    violations = _ordered_successor_lists(members, labels)
     # a node that is leaving (or still joining) is not a live member: skip it like a
     # dead one when looking for a best successor
-    live = members
-    # OrderedSuccessorLists (always)
+    best, breaches = _best_successors(members)
+    rings, on_ring, dangling = _cycles(best)
+    appendages = len(best) - len(on_ring)
+    report = RingReport(violations, breaches, len(rings), 0, appendages, len(members))
+    report.unjoined = unjoined
+    if rings:
+        report.ring_size = max(len(c) for c in rings)
+    if not strict or breaches:
+        return report
+    violations += _one_ordered_ring(members, rings, best)
+    violations += _connected_appendages(dangling, labels)
+    if len(rings) == 1 and appendages:
+        report.misplaced = _misplaced_appendages(best, rings[0])
+    return report
+
+
+def _ordered_successor_lists(members: dict[int, Any], labels: dict[int, Any] | None
+                             ) -> list[Violation]:
+    """OrderedSuccessorLists: each list strictly clockwise from its owner, no duplicates."""
+    out: list[Violation] = []
     for n in members.values():
         last = 0
         me = n.id
@@ -118,7 +136,7 @@ def check_ring(
         for s in n.successors:
             d = dist(me, s.id)
             if d == 0 or d <= last or s.id in seen:
-                violations.append(
+                out.append(
                     Violation(
                         "OrderedSuccessorLists",
                         f"{_lbl(me, labels)}: {[_lbl(x.id, labels) for x in n.successors]}",
@@ -127,6 +145,12 @@ def check_ring(
                 break
             seen.add(s.id)
             last = d
+    return out
+
+
+def _best_successors(members: dict[int, Any]) -> tuple[dict[int, int], list[int]]:
+    """Each member's first live (member) successor, itself for a ring of one; and the
+    members with none (OneLiveSuccessor breached)."""
     best: dict[int, int] = {}
     breaches: list[int] = []
     for n in members.values():
@@ -134,12 +158,17 @@ def check_ring(
             best[n.id] = n.id
             continue
         for s in n.successors:
-            if s.id in live:
+            if s.id in members:
                 best[n.id] = s.id
                 break
         else:
             breaches.append(n.id)
-    # rings: cycles of the best-successor graph (restricted to members)
+    return best, breaches
+
+
+def _cycles(best: dict[int, int]) -> tuple[list[list[int]], dict[int, int], list[int]]:
+    """The rings (cycles of the best-successor graph), member -> ring index, and the
+    members whose best successor is not in the graph (a breached member)."""
     state: dict[int, int] = {}  # 1 = on current path, 2 = done
     on_ring: dict[int, int] = {}  # member -> ring index
     rings: list[list[int]] = []
@@ -167,58 +196,66 @@ def check_ring(
                 on_ring[y] = idx
         for y in path:
             state[y] = 2
-    appendages = len(best) - len(on_ring)
-    report = RingReport(violations, breaches, len(rings), 0, appendages, len(members))
-    report.unjoined = unjoined
-    if rings:
-        report.ring_size = max(len(c) for c in rings)
-    if not strict or breaches:
-        return report
+    return rings, on_ring, dangling
+
+
+def _one_ordered_ring(members: dict[int, Any], rings: list[list[int]], best: dict[int, int]
+                      ) -> list[Violation]:
+    """AtLeastOneRing, AtMostOneRing, OrderedRing (each ring laps the id space once)."""
+    out: list[Violation] = []
     if members and not rings:
-        violations.append(Violation("AtLeastOneRing", "no cycle of best successors"))
+        out.append(Violation("AtLeastOneRing", "no cycle of best successors"))
     if len(rings) > 1:
         sizes = sorted((len(c) for c in rings), reverse=True)
-        violations.append(Violation("AtMostOneRing", f"{len(rings)} rings of sizes {sizes}"))
+        out.append(Violation("AtMostOneRing", f"{len(rings)} rings of sizes {sizes}"))
     for cyc in rings:
         if len(cyc) == 1:
             continue
         laps = sum(dist(y, best[y]) for y in cyc)
         if laps != ID_SPACE:
-            violations.append(
+            out.append(
                 Violation(
                     "OrderedRing",
                     f"ring of {len(cyc)} wraps the id space {laps / ID_SPACE:.2f} times",
                 )
             )
-    for x in dangling:
-        violations.append(
-            Violation("ConnectedAppendages", f"{_lbl(x, labels)} points to a non-member")
-        )
-    if len(rings) == 1 and appendages:
-        cyc = rings[0]
-        ring_pred = {best[y]: y for y in cyc}
-        entry: dict[int, int] = {y: y for y in cyc}
-        for start in best:
-            if start in entry:
-                continue
-            path = []
-            x = start
-            while x not in entry:
-                path.append(x)
-                nx = best.get(x)
-                if nx is None or nx not in best:
-                    break
-                x = nx
-            if x not in entry:
-                continue
-            m = entry[x]
-            for y in path:
-                entry[y] = m
-            for y in path:
-                rp = ring_pred[m]
-                if not (rp == m or between(y, rp, m)):
-                    report.misplaced += 1
-    return report
+    return out
+
+
+def _connected_appendages(dangling: list[int], labels: dict[int, Any] | None
+                          ) -> list[Violation]:
+    """ConnectedAppendages: every appendage reaches the ring."""
+    return [Violation("ConnectedAppendages", f"{_lbl(x, labels)} points to a non-member")
+            for x in dangling]
+
+
+def _misplaced_appendages(best: dict[int, int], cyc: list[int]) -> int:
+    """OrderedMerges, as a count: appendage nodes that do not lie between the ring
+    predecessor of the member m where their path enters the ring and m."""
+    misplaced = 0
+    ring_pred = {best[y]: y for y in cyc}
+    entry: dict[int, int] = {y: y for y in cyc}
+    for start in best:
+        if start in entry:
+            continue
+        path = []
+        x = start
+        while x not in entry:
+            path.append(x)
+            nx = best.get(x)
+            if nx is None or nx not in best:
+                break
+            x = nx
+        if x not in entry:
+            continue
+        m = entry[x]
+        for y in path:
+            entry[y] = m
+        for y in path:
+            rp = ring_pred[m]
+            if not (rp == m or between(y, rp, m)):
+                misplaced += 1
+    return misplaced
 
 
 class PredecessorWatch:
@@ -248,7 +285,7 @@ class PredecessorWatch:
             self._last[x] = q
             if p is None or p == q or 0 < (q - p) & MASK < (x - p) & MASK:
                 continue  # first, same, or closer: fine
-            if p in members and not n._is_suspect(p):
+            if p in members and not n.is_suspect(p):
                 out.append(Violation(
                     "PredecessorOrder",
                     f"{_lbl(x, labels)} replaced live predecessor {_lbl(p, labels)} by "

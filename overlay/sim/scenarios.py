@@ -225,107 +225,159 @@ def run(
     stop_at_violation: bool = False,
     check: bool = True,
     check_every_step: bool = False,
+    wire: bool = False,
+    **wire_options: float,
 ) -> RunResult:
+    """Replay `actions` on a fresh Simulation with `seed`. `wire`: every message through
+    the real codec (`wire_options`: clock_skew, duplicate; see wire.py)."""
     t0 = time.perf_counter()
     sim = Simulation(
         seed, config, loss=loss, node_factory=node_factory, check=check,
-        check_every_step=check_every_step,
+        check_every_step=check_every_step, wire=wire, **wire_options,
     )
-    lost_total = 0
-    checked = 0
-    not_conv: list[str] = []
-    conv_times: list[float] = []
-    first_step: list[int] = []
-    ring_at: list[float] = []  # virtual times (power-on is 0) the ring formed ...
-    converged_at: list[float] = []  # ... and of each convergence
-
-    def on_violation(now: float, v: Any) -> None:
-        if not first_step:
-            first_step.append(sim.stats.steps)
-            sim.log.append("--- message trace before the first violation ---")
-            sim.log.extend(list(sim.trace)[-40:])
-            sim.log.append("--- end of trace ---")
-
-    sim._on_violation = on_violation
+    runner = _Runner(sim)
+    sim.on_violation = runner.on_violation
     for act in actions:
         if stop_at_violation and sim.violations:
             break
         sim.run_for(act.dt)
-        op, args = act.op, act.args
-        if op == "add":
-            if args[0] not in sim.by_label:
-                sim.add_node(args[0], bootstrap=None)
-        elif op == "boot":  # powered on alone: no bootstrap until discovery names one
-            if args[0] not in sim.by_label:
-                sim.add_node(args[0], bootstrap=-1)
-                # lone boxes are separate rings until they hear of each other (as after
-                # a partition): strict checks resume once the one ring has formed
-                if len(sim.live) > 1:
-                    sim.relaxed = {0}
-        elif op == "discover":
-            sim.discover(*args)
-        elif op == "crash":
-            sim.crash(args[0])
-        elif op == "leave":
-            sim.leave(args[0])
-        elif op == "put":
-            _put(sim, args[0], args[1], 10)
-        elif op == "lookups":
-            count, spread = args
-            for i in range(count):
-                sim.at(sim.now + spread * i / max(1, count), sim.lookup)
-        elif op == "partition":
-            sim.partition({lbl: 1 for lbl in args[0]})
-        elif op == "heal":
-            sim.heal(discover=args[0])
-        elif op == "loss":
-            sim.loss = args[0]
-        elif op == "ring":  # one correct ring: Zave's invariants and the first r successors
-            took = sim.run_until_converged(args[0], 0.05, depth=sim.config.r)
-            if took is None:
-                problems = sim.converged(sim.config.r)
-                not_conv.append(f"t={sim.now:.1f}: no ring: " + "; ".join(problems[:3]))
-            else:
-                ring_at.append(sim.now)
-                sim.log.append(f"{sim.now:9.3f} one ring")
-        elif op in ("converge", "converge_groups"):
-            if op == "converge_groups":
-                took = _converge_groups(sim, args[0])
-            else:
-                took = sim.run_until_converged(*args)
-            if took is None:
-                problems = sim.converged() if op == "converge" else ["groups did not converge"]
-                not_conv.append(f"t={sim.now:.1f}: " + "; ".join(problems[:3]))
-                sim.log.append(f"{sim.now:9.3f} NOT CONVERGED: {problems[:3]}")
-            else:
-                conv_times.append(took)
-                converged_at.append(sim.now)
-                sim.log.append(f"{sim.now:9.3f} converged after {took:.1f}s")
-        elif op == "records":
-            found, lost, details = sim.check_records()
-            lost_total += lost
-            checked += found + lost
-            for d in details[:5]:
-                sim.log.append(f"{sim.now:9.3f} RECORD LOST {d}")
-        elif op == "run":
-            pass
+        op = _OPS.get(act.op)
+        if op is None:
+            raise ValueError(f"unknown op {act.op}")
+        op(runner, *act.args)
+    return runner.result(time.perf_counter() - t0)
+
+
+class _Runner:
+    """One replay: the simulation and what the ops found (see the module docstring for
+    the ops; `_OPS` maps each to its method)."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.lost = 0
+        self.checked = 0
+        self.not_converged: list[str] = []
+        self.convergence_times: list[float] = []
+        self.first_step: int | None = None
+        self.ring_at: list[float] = []  # virtual times (power-on is 0) the ring formed ...
+        self.converged_at: list[float] = []  # ... and of each convergence
+
+    def on_violation(self, now: float, v: Any) -> None:
+        sim = self.sim
+        if self.first_step is None:
+            self.first_step = sim.stats.steps
+            sim.log.append("--- message trace before the first violation ---")
+            sim.log.extend(list(sim.trace)[-40:])
+            sim.log.append("--- end of trace ---")
+
+    def result(self, wall: float) -> RunResult:
+        sim = self.sim
+        return RunResult(
+            summary=sim.summary(),
+            violations=[f"t={t:.3f} {v}" for t, v in sim.violations],
+            records_lost=self.lost,
+            records_checked=self.checked,
+            not_converged=self.not_converged,
+            convergence_times=self.convergence_times,
+            log=sim.log,
+            trace=list(sim.trace),
+            wall=wall,
+            first_violation_step=self.first_step,
+            extra={"sim": sim, "ring_at": [round(t, 3) for t in self.ring_at],
+                   "converged_at": [round(t, 3) for t in self.converged_at]},
+        )
+
+    # ------------------------------------------------------------------ the ops
+
+    def add(self, label: int) -> None:
+        if label not in self.sim.by_label:
+            self.sim.add_node(label, bootstrap=None)
+
+    def boot(self, label: int) -> None:
+        """Powered on alone: no bootstrap until discovery names one."""
+        sim = self.sim
+        if label not in sim.by_label:
+            sim.add_node(label, bootstrap=-1)
+            # lone boxes are separate rings until they hear of each other (as after a
+            # partition): strict checks resume once the one ring has formed
+            if len(sim.live) > 1:
+                sim.relaxed = {0}
+
+    def discover(self, label: int, other: int) -> None:
+        self.sim.discover(label, other)
+
+    def crash(self, label: int) -> None:
+        self.sim.crash(label)
+
+    def leave(self, label: int) -> None:
+        self.sim.leave(label)
+
+    def put(self, label: int, aor: str) -> None:
+        _put(self.sim, label, aor, 10)
+
+    def lookups(self, count: int, spread: float) -> None:
+        sim = self.sim
+        for i in range(count):
+            sim.at(sim.now + spread * i / max(1, count), sim.lookup)
+
+    def partition(self, labels: frozenset[int]) -> None:
+        self.sim.partition({lbl: 1 for lbl in labels})
+
+    def heal(self, discover: int) -> None:
+        self.sim.heal(discover=discover)
+
+    def loss(self, p: float) -> None:
+        self.sim.loss = p
+
+    def ring(self, limit: float) -> None:
+        """One correct ring: Zave's invariants and the first r successors."""
+        sim = self.sim
+        took = sim.run_until_converged(limit, 0.05, depth=sim.config.r)
+        if took is None:
+            problems = sim.converged(sim.config.r)
+            self.not_converged.append(f"t={sim.now:.1f}: no ring: " + "; ".join(problems[:3]))
         else:
-            raise ValueError(f"unknown op {op}")
-    summary = sim.summary()
-    return RunResult(
-        summary=summary,
-        violations=[f"t={t:.3f} {v}" for t, v in sim.violations],
-        records_lost=lost_total,
-        records_checked=checked,
-        not_converged=not_conv,
-        convergence_times=conv_times,
-        log=sim.log,
-        trace=list(sim.trace),
-        wall=time.perf_counter() - t0,
-        first_violation_step=first_step[0] if first_step else None,
-        extra={"sim": sim, "ring_at": [round(t, 3) for t in ring_at],
-               "converged_at": [round(t, 3) for t in converged_at]},
+            self.ring_at.append(sim.now)
+            sim.log.append(f"{sim.now:9.3f} one ring")
+
+    def converge(self, *args: float) -> None:
+        sim = self.sim
+        took = sim.run_until_converged(*args)
+        self._converged(took, sim.converged() if took is None else [])
+
+    def converge_groups(self, limit: float) -> None:
+        took = _converge_groups(self.sim, limit)
+        self._converged(took, ["groups did not converge"])
+
+    def _converged(self, took: float | None, problems: list[str]) -> None:
+        sim = self.sim
+        if took is None:
+            self.not_converged.append(f"t={sim.now:.1f}: " + "; ".join(problems[:3]))
+            sim.log.append(f"{sim.now:9.3f} NOT CONVERGED: {problems[:3]}")
+        else:
+            self.convergence_times.append(took)
+            self.converged_at.append(sim.now)
+            sim.log.append(f"{sim.now:9.3f} converged after {took:.1f}s")
+
+    def records(self) -> None:
+        sim = self.sim
+        found, lost, details = sim.check_records()
+        self.lost += lost
+        self.checked += found + lost
+        for d in details[:5]:
+            sim.log.append(f"{sim.now:9.3f} RECORD LOST {d}")
+
+    def run(self) -> None:
+        pass
+
+
+_OPS: dict[str, Callable[..., None]] = {
+    name: getattr(_Runner, name)
+    for name in (
+        "add", "boot", "discover", "crash", "leave", "put", "lookups", "partition", "heal",
+        "loss", "ring", "converge", "converge_groups", "records", "run",
     )
+}
 
 
 def _put(sim: Simulation, label: int, aor: str, tries: int) -> None:
