@@ -437,6 +437,7 @@ class NodeIdentity:
         private_key: Ed25519PrivateKey,
         certificate: x509.Certificate | None = None,
         ca_certificate: x509.Certificate | None = None,
+        what: str = "node certificate",  # how errors name the certificate (its file)
     ) -> None:
         self.private_key = private_key
         self.public_key_bytes: bytes = raw_public_key(private_key.public_key())
@@ -448,13 +449,13 @@ class NodeIdentity:
             certificate = self_signed_certificate(private_key)
         if _raw_of(certificate) != self.public_key_bytes:
             raise IdentityError(
-                f"node certificate is for another key, not this node's "
+                f"{what} is for another key, not this node's "
                 f"(Node-ID {node_id_hex(self.node_id)})"
             )
         try:
             verify_peer(certificate, ca_certificate)
         except IdentityError as exc:
-            raise IdentityError(f"node certificate not usable: {exc}") from None
+            raise IdentityError(f"{what}: {exc}") from None
         self.certificate = certificate
         self.certificate_der: bytes = certificate.public_bytes(serialization.Encoding.DER)
 
@@ -519,16 +520,7 @@ class NodeIdentity:
                 f"cannot read node certificate {node_cert}: {exc.strerror or exc}"
             ) from None
         cert = load_certificate(data, f"node certificate {node_cert}")
-        if _raw_of(cert) != raw_public_key(key.public_key()):
-            raise IdentityError(
-                f"node certificate {node_cert} is for another key, not this node's "
-                f"(Node-ID {node_id})"
-            )
-        try:
-            verify_peer(cert, ca)
-        except IdentityError as exc:
-            raise IdentityError(f"node certificate {node_cert}: {exc}") from None
-        return cls(key, cert, ca)
+        return cls(key, cert, ca, what=f"node certificate {node_cert}")
 
 
 class Ed25519RecordSigner:
