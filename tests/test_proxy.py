@@ -228,7 +228,7 @@ def test_a_2xx_after_the_callers_487_is_acked_and_byed_not_forwarded() -> None:
     assert bed.proxy.counters["stray_2xx_ended"] == 1
     bed.now += 64 * 0.5
     bed.proxy.expire(bed.now)  # the callee has given up retransmitting by now
-    assert bed.proxy._closed == {}
+    assert len(bed.proxy.closed) == 0
 
 
 def test_cancel_for_unknown_transaction_gets_481() -> None:
