@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from overlay.sip.message import Request
 from overlay.sip.responses import make_response
@@ -79,16 +80,15 @@ class SecondLookup:
         boxes.contexts.maybe_answer(ctx, now)
 
 
+@dataclass(eq=False)
 class Boxes:
-    def __init__(self, txl: TransactionLayer, location: Location, hops: Hops, calls: Calls,
-                 contexts: Contexts) -> None:
-        self.txl = txl
-        self.location = location
-        self.hops = hops
-        self.calls = calls
-        self.contexts = contexts
-        self.find_remote: FindRemote | None = None
-        self.forget_remote: ForgetRemote | None = None
+    txl: TransactionLayer
+    location: Location
+    hops: Hops
+    calls: Calls
+    contexts: Contexts
+    find_remote: FindRemote | None = None  # plugged in by the node, with its mesh
+    forget_remote: ForgetRemote | None = None
 
     def route(self, request: Request, source: Address, key: object, now: float) -> None:
         """The request's extension has no contact here: ask the mesh, unless another box

@@ -31,12 +31,13 @@ class ClosedBranch:
     ended: set[str] = field(default_factory=set)  # To tags already sent a BYE
 
 
+@dataclass(eq=False)
 class ClosedBranches:
-    def __init__(self, txl: TransactionLayer, hops: Hops, counters: dict[str, int]) -> None:
-        self.txl = txl
-        self.hops = hops
-        self.counters = counters
-        self._closed: dict[str, ClosedBranch] = {}  # by our Via branch, oldest first
+    txl: TransactionLayer
+    hops: Hops
+    counters: dict[str, int]
+    # By our Via branch, oldest first.
+    _closed: dict[str, ClosedBranch] = field(default_factory=dict, init=False)
 
     def __len__(self) -> int:
         return len(self._closed)

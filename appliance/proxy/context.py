@@ -62,20 +62,19 @@ def reply(txl: TransactionLayer, key: object, request: Request, status: int,
     return response
 
 
+@dataclass(eq=False)
 class Contexts:
-    def __init__(self, txl: TransactionLayer, hops: Hops, calls: Calls,
-                 closed: ClosedBranches, stateless: Stateless,
-                 counters: dict[str, int]) -> None:
-        self.txl = txl
-        self.hops = hops
-        self.calls = calls
-        self.closed = closed
-        self.stateless = stateless
-        self.counters = counters
-        self.pending: dict[object, tuple[ProxiedRequest, Branch]] = {}  # by client key
-        self.by_server: dict[object, ProxiedRequest] = {}
-        # Branches whose next hop must answer (anything, even 100) by a time: by client key.
-        self.deadlines: dict[object, float] = {}
+    txl: TransactionLayer
+    hops: Hops
+    calls: Calls
+    closed: ClosedBranches
+    stateless: Stateless
+    counters: dict[str, int]
+    # By client key.
+    pending: dict[object, tuple[ProxiedRequest, Branch]] = field(default_factory=dict)
+    by_server: dict[object, ProxiedRequest] = field(default_factory=dict)
+    # Branches whose next hop must answer (anything, even 100) by a time: by client key.
+    deadlines: dict[object, float] = field(default_factory=dict)
 
     # -- forking --------------------------------------------------------------------------
     def start(self, request: Request, source: Address, key: object,

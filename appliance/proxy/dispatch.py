@@ -9,6 +9,7 @@ closed.py. What the node plugs in later (name resolution, the mesh) is set here 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from overlay.sip.transaction import (
     ClientTimeout,
@@ -30,6 +31,27 @@ from .context import Branch, Contexts, ProxiedRequest
 from .hops import Hops, LocalAddress
 from .intake import Intake, Resolve
 from .stateless import Stateless
+
+T = TypeVar("T")
+
+
+class _Plugged(Generic[T]):
+    """An attribute of the proxy kept, under the same name, by one of its parts."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, proxy: Proxy | None, owner: type | None = None) -> T:
+        if proxy is None:
+            return self  # type: ignore[return-value]  # looked up on the class
+        return getattr(getattr(proxy, self.part), self.name)  # type: ignore[no-any-return]
+
+    def __set__(self, proxy: Proxy, value: T) -> None:
+        setattr(getattr(proxy, self.part), self.name, value)
 
 
 class Proxy:
@@ -57,39 +79,11 @@ class Proxy:
         self.intake = Intake(txl, location, self.hops, self.contexts, self.boxes,
                              self.stateless, self.call_table, self.counters)
 
-    # -- what the node plugs in -----------------------------------------------------------
-    @property
-    def address(self) -> Callable[[str], str | None]:
-        """Host name -> IP address from what is known now (no waiting)."""
-        return self.hops.address
-
-    @address.setter
-    def address(self, address: Callable[[str], str | None]) -> None:
-        self.hops.address = address
-
-    @property
-    def resolve(self) -> Resolve | None:
-        return self.intake.resolve
-
-    @resolve.setter
-    def resolve(self, resolve: Resolve | None) -> None:
-        self.intake.resolve = resolve
-
-    @property
-    def find_remote(self) -> FindRemote | None:
-        return self.boxes.find_remote
-
-    @find_remote.setter
-    def find_remote(self, find_remote: FindRemote | None) -> None:
-        self.boxes.find_remote = find_remote
-
-    @property
-    def forget_remote(self) -> ForgetRemote | None:
-        return self.boxes.forget_remote
-
-    @forget_remote.setter
-    def forget_remote(self, forget_remote: ForgetRemote | None) -> None:
-        self.boxes.forget_remote = forget_remote
+    # What the node plugs in after construction; each lives in the part that uses it.
+    address: _Plugged[Callable[[str], str | None]] = _Plugged("hops")  # host -> IP, no waiting
+    resolve: _Plugged[Resolve | None] = _Plugged("intake")
+    find_remote: _Plugged[FindRemote | None] = _Plugged("boxes")
+    forget_remote: _Plugged[ForgetRemote | None] = _Plugged("boxes")
 
     # -- state, read by the node's status and by tests -------------------------------------
     @property

@@ -11,6 +11,7 @@ resolve: a `PendingResolution` with one way to finish.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from overlay.sip.message import Request
 from overlay.sip.responses import make_response
@@ -48,19 +49,17 @@ class PendingResolution:
         self.intake.admit(self.event, now)
 
 
+@dataclass(eq=False)
 class Intake:
-    def __init__(self, txl: TransactionLayer, location: Location, hops: Hops,
-                 contexts: Contexts, boxes: Boxes, stateless: Stateless, calls: Calls,
-                 counters: dict[str, int]) -> None:
-        self.txl = txl
-        self.location = location
-        self.hops = hops
-        self.contexts = contexts
-        self.boxes = boxes
-        self.stateless = stateless
-        self.calls = calls
-        self.counters = counters
-        self.resolve: Resolve | None = None
+    txl: TransactionLayer
+    location: Location
+    hops: Hops
+    contexts: Contexts
+    boxes: Boxes
+    stateless: Stateless
+    calls: Calls
+    counters: dict[str, int]
+    resolve: Resolve | None = None  # plugged in by the node, with its resolver
 
     def receive(self, event: RequestReceived, now: float) -> None:
         self.counters["requests"] += 1

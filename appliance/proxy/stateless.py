@@ -8,6 +8,7 @@ branch the box answered for itself is ended instead (closed.py).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from overlay.sip.message import Request, Response
 from overlay.sip.routing import Address, via_address
@@ -18,14 +19,13 @@ from .closed import ClosedBranches
 from .hops import Hops, copy_request, next_hop_uri, strip_top_via
 
 
+@dataclass(eq=False)
 class Stateless:
-    def __init__(self, txl: TransactionLayer, hops: Hops, calls: Calls,
-                 closed: ClosedBranches, counters: dict[str, int]) -> None:
-        self.txl = txl
-        self.hops = hops
-        self.calls = calls
-        self.closed = closed
-        self.counters = counters
+    txl: TransactionLayer
+    hops: Hops
+    calls: Calls
+    closed: ClosedBranches
+    counters: dict[str, int]
 
     def forward_request(self, request: Request) -> None:
         """An ACK for a 2xx (or anything else without a transaction), its Max-Forwards
