@@ -14,17 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SipParseError
+from .headers import (
+    VALIDATORS,
+    Via,
+    copy_name_addr,
+    copy_via,
+    is_digits,
+    parse_contacts,
+    parse_cseq,
+    parse_delta,
+    parse_from,
+    parse_to,
+    parse_via,
+)
 from .uri import (
     NameAddr,
-    Params,
     Uri,
-    format_hostport,
-    format_params,
-    is_token,
-    parse_name_addr,
-    parse_params,
     parse_uri,
-    split_hostport,
     split_quoted,
 )
 
@@ -63,29 +69,11 @@ SINGLE_HEADERS = frozenset({
 SIP_VERSION = "SIP/2.0"
 _METHOD = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?\Z")
-_DATE = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"\d{4} \d{2}:\d{2}:\d{2} GMT\Z",
-    re.A,
-)
-# CSeq = 1*DIGIT LWS Method; LWS may be tabs as well as spaces. At most 10 significant
-# digits, which also keeps int() clear of its 4300-digit limit.
-_CSEQ = re.compile(r"[ \t]*0*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*\Z")
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+/[A-Za-z0-9\-.!%*_+`'~]+\s*(;.*)?\Z", re.S)
 _FOLD = re.compile(r"\r?\n[ \t]+")
-# A Via value in its usual form: "SIP/2.0/UDP host:port;params" with a host name or IPv4.
-_SIMPLE_VIA = re.compile(
-    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
-    r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?(?:;(.*))?\Z"
-)
 _METHODS = {m: m for m in (
     "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
     "MESSAGE", "INFO", "UPDATE", "PRACK", "PUBLISH",
 )}
-MAX_CSEQ = 2**31 - 1
-MAX_DELTA = 2**32 - 1
 
 
 # Canonical spellings map to themselves: the common case skips str.lower().
@@ -115,180 +103,6 @@ def _key(name: str) -> tuple[str, bool]:
     lower = name.lower()
     canon = CANONICAL.get(lower)
     return (canon, True) if canon is not None else (lower, False)
-
-
-def _is_digits(text: str) -> bool:
-    # DIGIT is ASCII: str.isdigit() also takes "²" (which int() refuses) and "١".
-    return text.isascii() and text.isdigit()
-
-
-@dataclass(eq=True)
-class Via:
-    transport: str
-    host: str
-    port: int | None = None
-    params: Params = field(default_factory=dict)
-
-    @property
-    def branch(self) -> str | None:
-        return self.params.get("branch")
-
-    def __str__(self) -> str:
-        return f"SIP/2.0/{self.transport} {format_hostport(self.host, self.port)}" + format_params(
-            self.params
-        )
-
-
-def parse_via(text: str) -> Via:
-    stripped = text.strip()
-    m = _SIMPLE_VIA.match(stripped)
-    if m is not None:
-        # The usual spelling: the same result as the general path below, sooner.
-        transport, host, port_text, param_text = m.groups()
-        port = None if port_text is None else int(port_text)
-        if port is None or port <= 65535:
-            params = parse_params(param_text, "Via") if param_text is not None else {}
-            return Via(transport.upper(), host, port, params)
-    proto, _, rest = stripped.partition(" ")
-    parts = [p.strip() for p in proto.split("/")]
-    if len(parts) != 3 or parts[0].upper() != "SIP" or not all(is_token(p) for p in parts):
-        # Allow LWS around the slashes ("SIP / 2.0 / UDP"): re-split on the whole text.
-        m = re.match(r"\s*SIP\s*/\s*([\w.]+)\s*/\s*([\w\-.!%*+`'~]+)\s+(.*)\Z", text, re.S | re.I)
-        if not m:
-            raise SipParseError(f"bad Via {text.strip()!r}")
-        parts, rest = ["SIP", m.group(1), m.group(2)], m.group(3)
-    if parts[1] != "2.0":
-        raise SipParseError(f"bad Via version {parts[1]!r}")
-    sent_by, semi, param_text = rest.strip().partition(";")
-    host, port = split_hostport(sent_by.strip(), "Via")
-    params = parse_params(param_text, "Via") if semi else {}
-    return Via(parts[2].upper(), host, port, params)
-
-
-def parse_cseq(text: str) -> tuple[int, str]:
-    m = _CSEQ.match(text)
-    if not m or int(m.group(1)) > MAX_CSEQ:
-        raise SipParseError(f"bad CSeq {text!r}")
-    return int(m.group(1)), m.group(2)
-
-
-def parse_delta(text: str, what: str, limit: int = MAX_DELTA) -> int:
-    text = text.strip()
-    # Leading zeros are fine ("0068"); over 10 other digits is past any limit (and int()'s).
-    if not _is_digits(text) or len(text.lstrip("0")) > 10 or int(text) > limit:
-        raise SipParseError(f"bad {what} value {text!r}")
-    return int(text)
-
-
-def _check_contact(value: str) -> NameAddr | None:
-    """The parsed Contact value (None for `*`), its expires parameter checked."""
-    if value.strip() == "*":
-        return None
-    na = parse_name_addr(value, "Contact")
-    if "expires" in na.params:
-        parse_delta(na.params["expires"] or "", "Contact expires")
-    return na
-
-
-def _parse_contacts(values: tuple[str, ...]) -> tuple[NameAddr | None, ...]:
-    return tuple(
-        None if v.strip() == "*" else parse_name_addr(v, "Contact") for v in values
-    )
-
-
-def _parse_from(value: str) -> NameAddr:
-    return parse_name_addr(value, "From")
-
-
-def _parse_to(value: str) -> NameAddr:
-    return parse_name_addr(value, "To")
-
-
-def _copy_uri(uri: Uri) -> Uri:
-    return Uri(uri.scheme, uri.user, uri.host, uri.port, dict(uri.params), dict(uri.headers),
-               uri.password, uri.opaque)
-
-
-def _copy_name_addr(na: NameAddr) -> NameAddr:
-    return NameAddr(_copy_uri(na.uri), na.display, dict(na.params))
-
-
-def _copy_via(via: Via) -> Via:
-    return Via(via.transport, via.host, via.port, dict(via.params))
-
-
-def _check_retry_after(value: str) -> None:
-    parse_delta(value.split(";", 1)[0].split("(", 1)[0], "Retry-After")
-
-
-def _check_warning(value: str) -> None:
-    code = value.strip().split(" ", 1)[0]
-    if len(code) != 3 or not _is_digits(code):
-        raise SipParseError(f"bad Warning code {code!r}")
-
-
-def _check_date(value: str) -> None:
-    if not _DATE.match(value.strip()):
-        raise SipParseError(f"bad Date {value.strip()!r}")
-
-
-def _check_call_id(value: str) -> None:
-    if not _CALL_ID.match(value.strip()):
-        raise SipParseError(f"bad Call-ID {value.strip()!r}")
-
-
-def _check_content_type(value: str) -> None:
-    if not _MEDIA_TYPE.match(value.strip()):
-        raise SipParseError(f"bad Content-Type {value.strip()!r}")
-
-
-# To and Contact values repeat from message to message (a phone re-registering, requests
-# within a dialog): their parsed values are kept, a bounded number of them, and shared by
-# the messages that carry the same text. Views are read-only, so sharing them is safe.
-_REUSED_MAX = 2048
-_TO_SEEN: dict[str, NameAddr] = {}
-_CONTACT_SEEN: dict[str, NameAddr] = {}
-
-
-def _check_to_reused(value: str) -> NameAddr:
-    na = _TO_SEEN.get(value)
-    if na is None:
-        na = _parse_to(value)
-        if len(_TO_SEEN) >= _REUSED_MAX:
-            _TO_SEEN.clear()
-        _TO_SEEN[value] = na
-    return na
-
-
-def _check_contact_reused(value: str) -> NameAddr | None:
-    na = _CONTACT_SEEN.get(value)
-    if na is None:
-        na = _check_contact(value)
-        if na is not None:
-            if len(_CONTACT_SEEN) >= _REUSED_MAX:
-                _CONTACT_SEEN.clear()
-            _CONTACT_SEEN[value] = na
-    return na
-
-
-_VALIDATORS = {
-    "Via": parse_via,
-    "From": _parse_from,
-    "To": _check_to_reused,
-    "Contact": _check_contact_reused,
-    "Route": lambda v: parse_name_addr(v, "Route"),
-    "Record-Route": lambda v: parse_name_addr(v, "Record-Route"),
-    "CSeq": parse_cseq,
-    "Call-ID": _check_call_id,
-    "Max-Forwards": lambda v: parse_delta(v, "Max-Forwards", 255),
-    "Expires": lambda v: parse_delta(v, "Expires"),
-    "Min-Expires": lambda v: parse_delta(v, "Min-Expires"),
-    "Content-Length": lambda v: parse_delta(v, "Content-Length"),
-    "Retry-After": _check_retry_after,
-    "Warning": _check_warning,
-    "Date": _check_date,
-    "Content-Type": _check_content_type,
-}
 
 
 class Message:
@@ -390,14 +204,14 @@ class Message:
         return self._view("CSeq", self._first("CSeq") or "", parse_cseq)  # type: ignore
 
     def _from_view(self) -> NameAddr:
-        return self._view("From", self._first("From") or "", _parse_from)  # type: ignore
+        return self._view("From", self._first("From") or "", parse_from)  # type: ignore
 
     def _to_view(self) -> NameAddr:
-        return self._view("To", self._first("To") or "", _parse_to)  # type: ignore
+        return self._view("To", self._first("To") or "", parse_to)  # type: ignore
 
     def _contacts_view(self) -> tuple[NameAddr | None, ...]:
         values = tuple([v for n, v in self.headers if n == "Contact"])
-        return self._view("Contact", values, _parse_contacts)  # type: ignore
+        return self._view("Contact", values, parse_contacts)  # type: ignore
 
     # Parsed views of the headers every transaction and dialog needs.
     @property
@@ -413,24 +227,24 @@ class Message:
         values = self.get_all("Via")
         if not values:
             return []
-        top = _copy_via(self._top_via_view())
+        top = copy_via(self._top_via_view())
         return [top, *(parse_via(v) for v in values[1:])]
 
     @property
     def top_via(self) -> Via:
-        return _copy_via(self._top_via_view())
+        return copy_via(self._top_via_view())
 
     @property
     def from_(self) -> NameAddr:
-        return _copy_name_addr(self._from_view())
+        return copy_name_addr(self._from_view())
 
     @property
     def to(self) -> NameAddr:
-        return _copy_name_addr(self._to_view())
+        return copy_name_addr(self._to_view())
 
     def contacts(self) -> list[NameAddr | None]:
         """Contact values; None stands for `*`."""
-        return [None if na is None else _copy_name_addr(na) for na in self._contacts_view()]
+        return [None if na is None else copy_name_addr(na) for na in self._contacts_view()]
 
     # Read-only values out of the same parsed views, without a copy (the SIP core's speed
     # for the layers above it): strings and numbers, or views its callers must not change.
@@ -582,7 +396,7 @@ def _validate(
             has_via = True
             views["Via"] = (value, parse_via(value))
             continue
-        check = _VALIDATORS.get(name)
+        check = VALIDATORS.get(name)
         if check is not None:
             result = check(value)
             if name == "Contact":
@@ -667,6 +481,12 @@ def _parse_status_line(line: str, headers: list[tuple[str, str]]) -> Response:
     code, _, reason = rest.partition(" ")
     if version.upper() != SIP_VERSION:
         raise SipParseError(f"bad SIP version {version!r}", status=505)
-    if len(code) != 3 or not _is_digits(code) or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code {code[:12]!r}")
     return Response(int(code), reason, headers)
+
+
+# Header-value names callers have always taken from here.
+__all__ = ["COMPACT", "CANONICAL", "LIST_HEADERS", "SINGLE_HEADERS", "SIP_VERSION", "Message",
+           "Request", "Response", "Via", "canonical_name", "parse_cseq", "parse_delta",
+           "parse_headers", "parse_message", "parse_via"]
