@@ -213,6 +213,7 @@ class OverlayService:
             "predecessor": _short(n.predecessor),
             "successors": [_short(s) for s in n.successors],
             "ring_complete": n.ring_complete,
+            "joining": n.joining,
             "estimated_size": round(n.estimated_size(), 1),
             "records_stored": len(n.store.all()),
             "counters": self.counters | dict(self.codec.counters) | n.stats,

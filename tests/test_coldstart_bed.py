@@ -30,11 +30,12 @@ PATIENCE = 60.0  # seconds: far beyond what a cold start takes; a hang fails, no
 
 
 def ring_formed(nodes: dict[int, NodeProcess]) -> bool:
-    """One ring, as the boxes' status shows it (asked over their control sockets: quicker
-    than `meshsip status`, so the figure is the ring's time, not the asking's)."""
+    """One ring and no box still joining, as the boxes' status shows it (asked over their
+    control sockets: quicker than `meshsip status`, so the figure is the ring's time, not
+    the asking's)."""
     states = {i: query(n.data_dir / "control.sock", timeout=2.0)["overlay"]
               for i, n in nodes.items()}
-    return one_ring(states)
+    return one_ring(states) and not any(s["joining"] for s in states.values())
 
 
 def power_on(bed: MeshBed, fresh: Path | None) -> dict[int, NodeProcess]:

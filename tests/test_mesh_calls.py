@@ -209,12 +209,12 @@ def test_a_box_started_before_its_link_joins_when_the_link_comes_up(make_bed):
     bed.link_down(4)
     # Bound to 0.0.0.0: a box that boots before its cable has no address to bind to.
     nodes[4] = bed.node(4, "--bind", "0.0.0.0", config=FAST)
-    wait_ring(bed, {i: nodes[i] for i in range(4)}, timeout=10.0)
+    wait_ring(bed, {i: nodes[i] for i in range(4)}, timeout=60.0)
     time.sleep(1.0)
     late = overlays(bed, {4: nodes[4]})[4]
     assert late["successors"] == [], f"host 4 has no link, yet: {late}"
     bed.link_up(4)
-    took = wait_ring(bed, nodes, timeout=5.0)
+    took = wait_ring(bed, nodes, timeout=60.0)
     print(f"\nthe late box was on the ring {took:.1f}s after its link came up")
     assert overlays(bed, {4: nodes[4]})[4]["address"] == f"{bed.addr(4)}:5060"
 
@@ -222,7 +222,7 @@ def test_a_box_started_before_its_link_joins_when_the_link_comes_up(make_bed):
 def test_calls_survive_the_death_of_the_box_that_stores_the_record(make_bed):
     bed = make_bed(5)
     nodes = start_nodes(bed, range(5), config=FAST)
-    wait_ring(bed, nodes, timeout=10.0)
+    wait_ring(bed, nodes, timeout=60.0)
     states = overlays(bed, nodes)
     phone_host = 1
     # An extension whose record lives on a box other than the phone's own.
@@ -265,7 +265,7 @@ INSIDE_SECONDS = 60.0  # after a cut, calls inside each side work again (a deadl
 def test_partition_keeps_calls_inside_each_side_and_heals(make_bed):
     bed = make_bed(5)
     nodes = start_nodes(bed, range(5), config=FAST)
-    wait_ring(bed, nodes, timeout=10.0)
+    wait_ring(bed, nodes, timeout=60.0)
     a_side, b_side = [0, 1], [2, 3, 4]
     side_a = {i: nodes[i] for i in a_side}
     side_b = {i: nodes[i] for i in b_side}
@@ -286,8 +286,8 @@ def test_partition_keeps_calls_inside_each_side_and_heals(make_bed):
         a = pool.submit(call_until_ok, bed, 0, nodes[0], ext_a, t0, INSIDE_SECONDS, side_a)
         b = pool.submit(call_until_ok, bed, 2, nodes[2], ext_b, t0, INSIDE_SECONDS, side_b)
         (took_a, tries_a), (took_b, tries_b) = a.result(), b.result()
-    wait_ring(bed, side_a, timeout=5.0)
-    wait_ring(bed, side_b, timeout=5.0)
+    wait_ring(bed, side_a, timeout=60.0)
+    wait_ring(bed, side_b, timeout=60.0)
     print(f"partitioned: calls inside side A work {took_a:.1f}s after the cut ({tries_a} "
           f"tries), inside side B {took_b:.1f}s ({tries_b}); two rings at "
           f"{time.monotonic() - t0:.1f}s")
@@ -302,7 +302,7 @@ def test_partition_keeps_calls_inside_each_side_and_heals(make_bed):
     print(f"after {PARTITION_SECONDS:.0f}s apart, calls inside each side: {took_a:.1f}s, "
           f"{took_b:.1f}s")
     bed.heal_all()
-    took = wait_ring(bed, nodes, timeout=15.0)
+    took = wait_ring(bed, nodes, timeout=60.0)
     print(f"healed: one ring again after {took:.1f}s")
     t1 = time.monotonic() - took
     assert_call(bed, 0, nodes[0], ext_b, nodes)
@@ -314,7 +314,7 @@ def test_partition_keeps_calls_inside_each_side_and_heals(make_bed):
 def test_calls_complete_on_lossy_slow_links(make_bed):
     bed = make_bed(5)
     nodes = start_nodes(bed, range(5), config=FAST)
-    wait_ring(bed, nodes, timeout=10.0)
+    wait_ring(bed, nodes, timeout=60.0)
     bed.delay(50, loss=10)  # every directed link: 50 ms, 10 % lost
     callee(bed, 4, nodes[4], "5004", calls=3)
     callee(bed, 1, nodes[1], "5001", calls=3)
@@ -334,8 +334,8 @@ def test_two_overlays_on_one_link_never_mix(make_bed):
     bed = make_bed(6)
     alpha = start_nodes(bed, range(3), "--overlay", "alpha", config=FAST)
     beta = start_nodes(bed, range(3, 6), "--overlay", "beta", config=FAST)
-    wait_ring(bed, alpha, timeout=10.0)
-    wait_ring(bed, beta, timeout=10.0)
+    wait_ring(bed, alpha, timeout=60.0)
+    wait_ring(bed, beta, timeout=60.0)
     everyone = alpha | beta
     time.sleep(2.0)  # time for any mixing to show
     states = overlays(bed, everyone)
@@ -357,7 +357,7 @@ def test_a_caller_hanging_up_early_stops_the_callee_ringing_across_boxes(make_be
     must still go down box by box to the phone, which has only said 100 itself."""
     bed = make_bed(boxes)
     nodes = start_nodes(bed, range(boxes), config=FAST)
-    wait_ring(bed, nodes, timeout=10.0)
+    wait_ring(bed, nodes, timeout=60.0)
     far = boxes - 1
     uas = bed.sipp_uas(far, "uas_trying_only", service="7001", timeout=UAS_SECONDS)
     done = bed.sipp(far, "register", nodes[far].target, service="7001",

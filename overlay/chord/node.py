@@ -998,6 +998,11 @@ class ChordNode:
             recent[src.id] = src
             if len(recent) > 32:
                 recent.popitem(last=False)
+            if self.ring_complete and not self._in_tables(src.id):
+                # a ring that lists all its nodes hears from one it does not list: a
+                # joiner, or a node of another ring; a merge check tells which
+                self._add_peer(src, self._now)
+                self._periodic("merge", min(self._due.get("merge", self._now), self._now))
         if src.id in self._peers and self._in_tables(src.id):
             del self._peers[src.id]
         self._learn_finger(src)
@@ -1959,7 +1964,11 @@ class ChordNode:
             def done(succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
                 if not succs:
                     return
-                if succs[0].id == ref.id:
+                # A ring that knows all its nodes (ring_complete) does not hold ref: ref
+                # is on another ring even when our lookup, through a finger learnt from
+                # that ring, found it (a joiner that answered as a ring of one can start
+                # a second ring whose nodes hear from the first).
+                if succs[0].id == ref.id and not self.ring_complete:
                     self._peers.pop(ref.id, None)  # on our ring
                     return
                 self._learn(ref, 0)  # another ring (or not stabilised yet): zip
