@@ -1,7 +1,7 @@
 """The one rule for an overlay name, shared by the config, discovery and the wire codec.
 
 The name travels as a SIP URI parameter and a DHT-NodeID header parameter
-(`overlay=<name>`, chord/wire.py) and in the mDNS TXT record (`overlay=<name>`,
+(`overlay=<name>`, chord/wire/) and in the mDNS TXT record (`overlay=<name>`,
 discovery): characters that are safe in all three without quoting or escaping, and short
 enough for every header. ASCII only: `str.isalnum` would let "café" through, which the
 wire cannot carry.

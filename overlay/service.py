@@ -20,7 +20,7 @@ from typing import Any
 from .chord import node as chord
 from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import SequenceCounter, resource_key
-from .chord.wire import WireCodec, WireError
+from .chord.wire import WireCodec
 from .identity import NodeIdentity
 from .sip.transaction import Address
 from .wakeup import Wakeup
@@ -111,23 +111,24 @@ class OverlayService:
 
     # -- message path ---------------------------------------------------------------------
     def receive(self, data: bytes, source: Address) -> None:
-        try:
-            msg = self.codec.decode(data, time.time())
-        except WireError as exc:
+        # The codec answers what it refuses (403 Stale Date lets a box whose clock is
+        # behind catch up; 428 asks a sender we hold no certificate for to send it again)
+        # and sends a request again when a 428 answers it: the node sees neither.
+        got = self.codec.receive(data, time.time(), self.ref, source=(source[1], source[2]))
+        for out in got.send:
+            if out.back:
+                self.send(out.data, source)  # back where it came from (same TCP connection)
+            else:
+                self._transmit(out.data, out.to)
+        if got.refused is not None:
             self.counters["refused"] += 1
-            log.debug("refused overlay message from %s:%d: %s", source[1], source[2], exc)
-            # 403 Stale Date lets a box whose clock is behind (no RTC on a Pi) catch up;
-            # 428 asks a sender we hold no certificate for to send it again.
-            answer = self.codec.refusal_answer(exc, self.ref, time.time(),
-                                               source=(source[1], source[2]))
-            if answer is not None:
-                data, to = answer
-                if exc.reason == "certificate_needed":
-                    self.send(data, source)  # back where it came from (same TCP connection)
-                else:
-                    self._transmit(data, to)
+            log.debug("refused overlay message from %s:%d: %s", source[1], source[2],
+                      got.refused)
             return
         self.counters["received"] += 1
+        msg = got.message
+        if msg is None:  # handled by the codec (a 428 on which it sent the request again)
+            return
         if isinstance(msg, Pong) and msg.txn in self._seed_txns:
             self._seed_txns.pop(msg.txn)
             self.add_peer(msg.src)
@@ -216,7 +217,7 @@ class OverlayService:
             "joining": n.joining,
             "estimated_size": round(n.estimated_size(), 1),
             "records_stored": len(n.store.all()),
-            "counters": self.counters | dict(self.codec.counters) | n.stats,
+            "counters": self.counters | n.stats | dict(self.codec.counters),
         }
 
 

@@ -31,7 +31,6 @@ from overlay.chord.messages import (
     Transfer,
 )
 from overlay.chord.node import (
-    CERTIFICATE_NEEDED,
     LEFT,
     MEMBER,
     ChordConfig,
@@ -303,17 +302,37 @@ def test_recursive_lookup_forwards_acks_and_relays_the_answer() -> None:
     assert done.request_id == rid and done.successors == (ref(12),) and done.hops == 2
 
 
-def test_a_joining_node_answers_as_the_ring_of_one_it_is() -> None:
+def test_a_joining_node_answers_and_points_to_the_ring_it_joins() -> None:
     """Boxes powered on together join through each other: a joiner that refused (503 "not
-    on a ring yet") left every box waiting for the others."""
+    on a ring yet") left every box waiting for the others. It answers: a lookup is pointed
+    to its bootstrap (answering "me" would start a second ring beside the one it joins),
+    and its neighbours are those of a ring of one."""
     a = node(1)
     a.join(ref(5), 0.0)
     sent(a)
     a.receive(FindSuccessor(src=ref(9), txn=4, key=3), 0.0)
     a.receive(GetNeighbors(src=ref(9), txn=5), 0.0)
-    [(_, found), (_, nb)] = sent(a)
-    assert isinstance(found, Found) and found.successors == (a.ref,)
+    [(_, redirect), (_, nb)] = sent(a)
+    assert isinstance(redirect, Redirect) and redirect.closer == (ref(5),)
     assert isinstance(nb, Neighbors) and nb.successors == ()
+
+
+def test_boxes_joining_through_each_other_end_on_one_ring() -> None:
+    """Each asks the other, each is pointed back: the lookup ends at the one that answered."""
+    a, b = node(1), node(5)
+    a.join(b.ref, 0.0)
+    b.join(a.ref, 0.0)
+    now = 0.0
+    for _ in range(400):
+        now += 0.01
+        for x, y in ((a, b), (b, a)):
+            for _, msg in x.messages_to_send():
+                y.receive(msg, now)
+            x.handle_timer(now)
+        if a.predecessor == b.ref and b.predecessor == a.ref:
+            break
+    assert a.successors == [b.ref] and b.successors == [a.ref]
+    assert a.predecessor == b.ref and b.predecessor == a.ref
 
 
 def _next_sent(a: ChordNode, kind: type, now: float) -> tuple[Message, float]:
@@ -616,21 +635,6 @@ def test_real_ed25519_signer_from_identity_plugs_in() -> None:
 
 
 # ----------------------------------------------------------------------------- cadence
-
-
-def test_certificate_needed_error_resends_the_request_once() -> None:
-    a = node(1)
-    a.successors = [ref(5)]
-    [(dest, gn)] = stabilize_now(a, 1.0)
-    # 5 restarted and lacks our certificate: the same request goes again at once
-    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED, reason="Certificate Needed"),
-              1.05)
-    [(dest2, again)] = sent(a)
-    assert dest2 == ref(5) and again == gn and a.stats["certificate_resends"] == 1
-    # a second one is an answer like any Error (no loop): the request is over
-    a.receive(reply(gn, Error, ref(5), code=CERTIFICATE_NEEDED), 1.1)
-    assert sent(a) == [] and gn.txn not in a._pending
-    assert a.successors == [ref(5)]  # an answer proves 5 alive: nothing dropped
 
 
 def _drive(n: ChordNode, until: float, answer) -> list[float]:

@@ -35,14 +35,19 @@ async def _until(check, timeout: float) -> None:  # noqa: ANN001
         await asyncio.sleep(0.05)
 
 
+async def _ring_of_two(wire: Wire) -> tuple[OverlayService, OverlayService]:
+    a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
+    for s in (a, b):
+        s.start()
+    a.add_peer(b.ref)
+    await _until(lambda: a.node.successors and b.node.successors, 10)
+    return a, b
+
+
 def test_own_records_are_stored_again_when_nodes_are_declared_dead() -> None:
     async def main() -> None:
         wire = Wire()
-        a, b = wire.add("10.0.0.1", 5060), wire.add("10.0.0.2", 5060)
-        for s in (a, b):
-            s.start()
-        a.add_peer(b.ref)
-        await _until(lambda: a.node.successors and b.node.successors, 10)
+        a, b = await _ring_of_two(wire)
         a.publish("1001", "sip:10.0.0.1:5060")
         await asyncio.sleep(0.5)
         before = a.node.owned_records()[0].sequence
@@ -74,3 +79,36 @@ def test_record_sequences_never_go_back_across_restarts(tmp_path) -> None:  # no
     assert again.next() > SEQUENCE_BLOCK + 1
     path.write_text("garbage")
     assert persisted_sequences(path).next() == 1  # lost: the ring lifts it (see records.py)
+
+
+def test_a_peer_that_lost_our_certificate_is_sent_the_request_again() -> None:
+    """b restarts its codec (it holds no certificate of a's any more): a's next request
+    is answered 428, a's codec sends it again with the certificate, and it gets through.
+    a's Chord node never sees the 428."""
+    from overlay.chord.messages import Error
+    from overlay.chord.wire import WireCodec
+
+    async def main() -> None:
+        wire = Wire()
+        a, b = await _ring_of_two(wire)
+        await _until(lambda: a.codec.peer_has_certificate(b.ref.id), 10)
+        seen = []
+        receive = a.node.receive
+
+        def spy(msg, now):  # noqa: ANN001, ANN202
+            seen.append(msg)
+            receive(msg, now)
+
+        a.node.receive = spy  # type: ignore[method-assign]
+        b.codec = WireCodec(b.identity, "t")  # b lost every certificate
+        a.publish("1001", "sip:10.0.0.1:5060")
+        await _until(lambda: a.codec.counters["certificate_resends"] > 0, 10)
+        assert b.codec.counters["certificate_needed"] >= 1
+        assert not any(isinstance(x, Error) for x in seen)
+        await _until(lambda: any(r.record.aor == "1001" for r in b.node.store.all())
+                     or any(r.record.aor == "1001" for r in a.node.store.all()), 10)
+        assert a.node.stats["timeouts"] == 0
+        for s in (a, b):
+            await s.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 40))

@@ -31,12 +31,12 @@ class _PingingRectify(ChordNode):
             self._set_predecessor(n)
             return
 
-        def dead() -> None:
-            if self.predecessor is not None and self.predecessor.id == p.id:
-                self._declare_dead(p)
+        def pinged(m: Any) -> None:
+            if m is None and self.predecessor is not None and self.predecessor.id == p.id:
+                self._declare_dead(p)  # no answer: dead
                 self._set_predecessor(n)
 
-        self._request(p, Ping, None, dead)
+        self._request(p, Ping, pinged)
 
 
 class RectifyWithoutPing(ChordNode):

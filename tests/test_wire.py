@@ -240,9 +240,9 @@ def test_replay_cache_is_bounded_and_expires() -> None:
     cb = WireCodec(B_ID, OVERLAY, replay_capacity=4)
     for txn in range(6):
         cb.decode(ca.encode(m.Ping(src=A, txn=txn, overlay=OVERLAY), B, NOW), NOW)
-    assert len(cb._seen) == 4 and cb.counters["replay_cache_full"] == 2
+    assert len(cb.freshness.seen) == 4 and cb.counters["replay_cache_full"] == 2
     cb.decode(ca.encode(m.Ping(src=A, txn=9, overlay=OVERLAY), B, NOW + 200), NOW + 200)
-    assert len(cb._seen) == 1  # the others' time stamps are out of the window now
+    assert len(cb.freshness.seen) == 1  # the others' time stamps are out of the window now
 
 
 @pytest.mark.parametrize("delay", [61.0, -61.0, 3600.0])
@@ -601,7 +601,7 @@ def test_unverifiable_response_makes_the_retransmission_carry_the_certificate() 
     """Both sides lost each other's certificate: B's answer cannot be verified by A
     either; A forgets that B holds its certificate, so its retry carries it."""
     ca, cb = warm()
-    ca._certs.clear()  # A dropped B's certificate (cache full)
+    ca.certificates.cache.clear()  # A dropped B's certificate (cache full)
     pong = cb.encode(m.Pong(src=B, txn=3, overlay=OVERLAY), A, NOW)  # no certificate
     with pytest.raises(WireError) as info:
         ca.decode(pong, NOW)
@@ -661,7 +661,7 @@ def test_tampering_a_message_without_certificate_is_refused(sample: int) -> None
     for i in range(len(data)):
         bad = bytearray(data)
         bad[i] ^= 0x01
-        cb._seen.clear()  # every variant is judged on its own, not as a replay
+        cb.freshness.seen.clear()  # every variant is judged on its own, not as a replay
         try:
             got = cb.decode(bytes(bad), NOW)
         except WireError:
@@ -709,7 +709,7 @@ def test_certificate_caches_are_bounded() -> None:
         codec.decode(cb.encode(m.Pong(src=B, txn=1, overlay=OVERLAY), ref, NOW), NOW)
         cb.decode(codec.encode(m.Ping(src=ref, txn=2, overlay=OVERLAY), B, NOW), NOW)
         peers.append((ref, codec))
-    assert len(cb._certs) == 2 and len(cb._known_by) == 2
+    assert len(cb.certificates.cache) == 2 and len(cb.certificates.known_by) == 2
     (ref0, codec0), (ref2, codec2) = peers[0], peers[2]
     with pytest.raises(WireError, match="certificate_needed"):  # the oldest went first
         cb.decode(codec0.encode(m.Ping(src=ref0, txn=3, overlay=OVERLAY), B, NOW), NOW)
@@ -750,7 +750,7 @@ def test_refusal_answers() -> None:
     assert sum(g is not None for g in got) == 2 and cb.counters["answers_limited"] == 3
     assert cb.refusal_answer(refused[4], B, NOW + 1, source=("10.0.0.1", 5060)) is not None
     # a request for another node that cannot be verified is not even described
-    aw._known_by[C.id] = float("inf")  # A believes C holds its certificate: none goes
+    aw.certificates.known_by[C.id] = float("inf")  # A believes C holds its certificate: none goes
     to_c = aw.encode(m.Ping(src=A, txn=20, overlay=OVERLAY), C, NOW)
     assert not _cert_of(to_c)
     with pytest.raises(WireError) as info:
@@ -758,16 +758,10 @@ def test_refusal_answers() -> None:
     assert info.value.reason == "misdirected" and info.value.message is None
 
 
-def test_certificate_needed_code_is_the_one_the_node_resends_on() -> None:
-    from overlay.chord.node import CERTIFICATE_NEEDED
-    from overlay.chord.wire import CERT_NEEDED
-
-    assert CERT_NEEDED == CERTIFICATE_NEEDED
-
-
 def test_a_chord_node_gets_through_a_restarted_peer() -> None:
     """End to end: a node's stabilize request meets a peer that restarted (it lost A's
-    certificate), is answered 428, sent again with the certificate, and answered."""
+    certificate), is answered 428, sent again by A's codec with the certificate, and
+    answered. The node sees only the answer: the 428 and the resend are the codec's."""
     from overlay.chord.node import ChordConfig, ChordNode
 
     ca, cb = warm()
@@ -779,18 +773,62 @@ def test_a_chord_node_gets_through_a_restarted_peer() -> None:
     wire = ca.encode(req, dst, NOW)
     assert not _cert_of(wire)
     cb = WireCodec(B_ID, OVERLAY)  # B restarted
-    with pytest.raises(WireError) as info:
-        cb.decode(wire, NOW)
-    out, _ = cb.refusal_answer(info.value, B, NOW, source=(A.host, A.port))  # type: ignore[misc]
-    node.receive(ca.decode(out, NOW), 0.01)
-    [(dst, again)] = node.messages_to_send()
-    assert again == req  # the same request (same txn) ...
-    wire = ca.encode(again, dst, NOW + 0.01)
-    assert _cert_of(wire)  # ... now with A's certificate
-    got = cb.decode(wire, NOW + 0.01)
+    refused = cb.receive(wire, NOW, B, source=(A.host, A.port))
+    assert refused.message is None and refused.refused is not None
+    assert refused.refused.reason == "certificate_needed"
+    [error] = refused.send
+    assert error.back and error.to == (A.host, A.port)  # back where it came from
+    got = ca.receive(error.data, NOW + 0.01, A, source=(B.host, B.port))
+    assert got.message is None and got.refused is None  # nothing for the node
+    [again] = got.send
+    assert again.to == (B.host, B.port) and not again.back
+    assert _cert_of(again.data)  # ... now with A's certificate
+    assert node.messages_to_send() == []  # the node sent nothing again
+    got = cb.receive(again.data, NOW + 0.01, B, source=(A.host, A.port))
+    assert got.message == req and got.send == ()  # the same request (same txn)
     after_b = m.NodeRef((B.id + 1) % (1 << 128), "10.0.0.3", 5060)
-    answer = cb.encode(m.Neighbors(src=B, txn=got.txn, overlay=OVERLAY, predecessor=A,
+    answer = cb.encode(m.Neighbors(src=B, txn=req.txn, overlay=OVERLAY, predecessor=A,
                                    successors=(after_b,)), A, NOW + 0.02)
-    node.receive(ca.decode(answer, NOW + 0.02), 0.02)
+    reply = ca.receive(answer, NOW + 0.02, A, source=(B.host, B.port))
+    assert reply.send == () and reply.message is not None
+    node.receive(reply.message, 0.02)
     assert [s.id for s in node.successors] == [B.id, after_b.id]
-    assert node.stats["certificate_resends"] == 1 and node.stats["timeouts"] == 0
+    assert ca.counters["certificate_resends"] == 1 and node.stats["timeouts"] == 0
+
+
+def test_the_codec_sends_a_request_again_once_on_a_428() -> None:
+    """Only a request that went without our certificate is sent again, once; any other
+    428 is an answer like any Error, for the node."""
+    ca, cb = warm()
+    ping = m.Ping(src=A, txn=50, overlay=OVERLAY)
+    cb = WireCodec(B_ID, OVERLAY)  # B restarted
+    first = ca.encode(ping, B, NOW)
+    error = cb.receive(first, NOW, B, source=(A.host, A.port)).send[0].data
+    again = ca.receive(error, NOW, A)
+    assert again.message is None and len(again.send) == 1 and _cert_of(again.send[0].data)
+    # a second 428 for the same request (the peer still cannot check it): an answer
+    second = cb.encode(m.Error(src=B, txn=50, overlay=OVERLAY, code=428,
+                               reason="Certificate Needed"), A, NOW + 0.1)
+    got = ca.receive(second, NOW + 0.1, A)
+    assert got.send == () and isinstance(got.message, m.Error) and got.message.code == 428
+    # a 428 to a request that did not go without our certificate: the same
+    stray = cb.encode(m.Error(src=B, txn=51, overlay=OVERLAY, code=428,
+                              reason="Certificate Needed"), A, NOW + 0.2)
+    assert ca.receive(stray, NOW + 0.2, A).message == m.Error(
+        src=B, txn=51, overlay=OVERLAY, code=428, reason="Certificate Needed")
+    assert ca.counters["certificate_resends"] == 1
+
+
+def test_receive_answers_what_it_refuses() -> None:
+    """A stale request gets a 403 to its sender's address; garbage gets nothing."""
+    ca, _ = codecs()
+    cb = WireCodec(B_ID, OVERLAY, follow_clock=False)
+    late = cb.receive(ca.encode(m.Ping(src=A, txn=1, overlay=OVERLAY), B, NOW - 300), NOW, B,
+                      source=("192.0.2.9", 9))
+    assert late.refused is not None and late.refused.reason == "stale"
+    [out] = late.send
+    assert out.to == (A.host, A.port) and not out.back
+    assert out.data.startswith(b"SIP/2.0 403 Stale Date\r\n")
+    junk = cb.receive(b"garbage", NOW, B, source=("192.0.2.9", 9))
+    assert junk.refused is not None and junk.refused.reason == "malformed"
+    assert junk.message is None and junk.send == ()

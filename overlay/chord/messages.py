@@ -1,8 +1,8 @@
 """Abstract overlay messages exchanged by Chord nodes.
 
 These are what the sans-IO `ChordNode` consumes and produces. The wire codec
-(`overlay/chord/wire.py`) maps each of them to a SIP message (SOSIMPLE,
-draft-bryan-sipping-p2p) and back; the simulator passes them as objects.
+(`overlay/chord/wire/`, docs/overlay-wire-format.md) maps each of them to a SIP message
+(SOSIMPLE, draft-bryan-sipping-p2p) and back; the simulator passes them as objects.
 
 Stability contract: this module is shared with the codec. Fields are only ever *added*,
 and only with defaults. All fields are immutable (ints, strs, bools, bytes, tuples, other

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overlay.chord.messages import (
-    ID_SPACE,
     Found,
     Message,
     Neighbors,
@@ -56,7 +55,6 @@ from overlay.chord.records import KeyedHashKeyring, resource_key
 
 from .invariants import PredecessorWatch, Violation, check_ring, converged, ring_members
 
-MASK = ID_SPACE - 1
 _DELIVER, _TIMER, _ACTION = 0, 1, 2
 
 
@@ -480,7 +478,8 @@ class Simulation:
     # ------------------------------------------------------------------ operations
 
     def members(self) -> list[ChordNode]:
-        return [n for n in self.live.values() if n.status == MEMBER]
+        """The nodes on a ring (a lone node that is still joining is not: see ring_members)."""
+        return list(ring_members(self.live.values(), self.live).values())
 
     def true_successor(self, key: int, group: int | None = None) -> int | None:
         ids = sorted(

@@ -48,10 +48,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from overlay.chord.lifecycle import MEMBER
 from overlay.chord.messages import ID_SPACE
-from overlay.chord.node import MEMBER
-
-MASK = ID_SPACE - 1
+from overlay.chord.ring import MASK, between, dist
 
 
 @dataclass(slots=True)
@@ -117,7 +116,7 @@ def check_ring(
         me = n.id
         seen = set()
         for s in n.successors:
-            d = (s.id - me) & MASK
+            d = dist(me, s.id)
             if d == 0 or d <= last or s.id in seen:
                 violations.append(
                     Violation(
@@ -183,7 +182,7 @@ def check_ring(
     for cyc in rings:
         if len(cyc) == 1:
             continue
-        laps = sum((best[y] - y) & MASK for y in cyc)
+        laps = sum(dist(y, best[y]) for y in cyc)
         if laps != ID_SPACE:
             violations.append(
                 Violation(
@@ -217,7 +216,7 @@ def check_ring(
                 entry[y] = m
             for y in path:
                 rp = ring_pred[m]
-                if not (rp == m or 0 < ((y - rp) & MASK) < ((m - rp) & MASK)):
+                if not (rp == m or between(y, rp, m)):
                     report.misplaced += 1
     return report
 
