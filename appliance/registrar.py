@@ -132,14 +132,14 @@ class Location:
 
     def _register(self, request: Request, source: Address, now: float) -> Response:
         tag = new_tag()
-        extension = request._to_view().uri.user
+        extension = request.to_user
         if not extension:
             return make_response(request, 404, "No extension in To", tag)
         if self.auth is not None:
             refusal = self.auth(request, now)
             if refusal is not None:
                 return refusal
-        contacts = request._contacts_view()  # shared with the request: read only
+        contacts = request.contact_views  # shared with the request: read only
         live = self.lookup(extension, now)
         if contacts and self.open_policy and live:
             owner = live[0].source[1]

@@ -745,6 +745,20 @@ def test_parsed_views():
     assert m.vias == []
 
 
+def test_read_only_accessors_share_the_parsed_views():
+    m = parse_message(invite("Contact: <sip:alice@pc33.example.com>;expires=60, *"))
+    assert (m.from_user, m.from_tag, m.to_user, m.to_tag) == ("alice", "1928301774", "bob",
+                                                              None)
+    assert m.via_branch == "z9hG4bK776asdhds" and m.via_sent_by == ("pc33.example.com", None)
+    assert list(m.contact_views) == m.contacts()
+    assert m.contact_views[0] is m.contact_views[0]  # no copy: the view itself
+    m.set("To", "Bob <sip:bob@example.com>;tag=x")  # a changed header is parsed anew
+    assert m.to_tag == "x"
+    m.remove("Via")
+    with pytest.raises(SipParseError):
+        m.via_branch  # noqa: B018
+
+
 def test_encode_puts_content_length_last():
     m = parse_message(invite(body=b"xyz"))
     m.body = b"longer body"

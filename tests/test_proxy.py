@@ -228,7 +228,7 @@ def test_a_2xx_after_the_callers_487_is_acked_and_byed_not_forwarded() -> None:
     assert bed.proxy.counters["stray_2xx_ended"] == 1
     bed.now += 64 * 0.5
     bed.proxy.expire(bed.now)  # the callee has given up retransmitting by now
-    assert bed.proxy._closed == {}
+    assert len(bed.proxy.closed) == 0
 
 
 def test_cancel_for_unknown_transaction_gets_481() -> None:
@@ -467,6 +467,30 @@ def test_cancel_while_looking_again() -> None:
     assert sorted(up) == [200, 487]
     up, down = split(mesh.answer(BOX_2))  # too late: nobody is called any more
     assert up == [] and down == {}
+
+
+def test_the_first_lookup_ends_one_way_each_boxes_none_or_the_caller_gone() -> None:
+    # The answer names a box: the INVITE goes there.
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    up, down = split(mesh.answer(BOX_1))
+    assert up == [] and set(down) == {BOX_1}
+    # The mesh found nothing (or failed, or timed out: it answers empty then): 404.
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    up, down = split(mesh.answer())
+    assert up == [404] and down == {}
+    assert bed.proxy.by_server == {} and bed.proxy.calls == {}
+    # The caller cancelled while the mesh looked: 200 and 487 at once, nothing sent later.
+    bed = Bed()
+    mesh = Mesh(bed)
+    bed.deliver(invite("2002"), CALLER)
+    up, _ = split(bed.deliver(invite("2002", method="CANCEL"), CALLER))
+    assert sorted(up) == [200, 487]
+    up, down = split(mesh.answer(BOX_1))
+    assert up == [] and down == {} and bed.proxy.by_server == {}
 
 
 # -- responses that are not ours, methods aimed at the box -----------------------------------

@@ -255,6 +255,42 @@ class Message:
         """Contact values; None stands for `*`."""
         return [None if na is None else _copy_name_addr(na) for na in self._contacts_view()]
 
+    # Read-only values out of the same parsed views, without a copy (the SIP core's speed
+    # for the layers above it): strings and numbers, or views its callers must not change.
+    @property
+    def to_tag(self) -> str | None:
+        return self._to_view().tag
+
+    @property
+    def from_tag(self) -> str | None:
+        return self._from_view().tag
+
+    @property
+    def to_user(self) -> str | None:
+        """The user part of the To URI (a REGISTER's extension)."""
+        return self._to_view().uri.user
+
+    @property
+    def from_user(self) -> str | None:
+        return self._from_view().uri.user
+
+    @property
+    def via_branch(self) -> str | None:
+        """The top Via's branch parameter."""
+        return self._top_via_view().branch
+
+    @property
+    def via_sent_by(self) -> tuple[str, int | None]:
+        """The top Via's sent-by: host as written, port (None when it has none)."""
+        via = self._top_via_view()
+        return via.host, via.port
+
+    @property
+    def contact_views(self) -> tuple[NameAddr | None, ...]:
+        """Contact values as parsed (None for `*`), shared with the message: read only.
+        `contacts()` gives copies to change."""
+        return self._contacts_view()
+
     def start_line(self) -> str:
         raise NotImplementedError
 
