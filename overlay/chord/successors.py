@@ -33,7 +33,7 @@ class SuccessorList:
         self.predecessor: NodeRef | None = None
         self.version = 0  # bumped whenever successors or predecessor change
         self.ring_complete = False  # the successor list holds every other node
-        self.detached = False  # lost every successor while part of a larger ring
+        self._rejoining = False  # a node that lost every successor is looking itself up
         self._large = False  # ring bigger than full_mesh: log-sized successor list
         self._succ_len: int | None = None  # that log-sized length (see _succ_target)
 
@@ -111,7 +111,6 @@ class SuccessorList:
         self.successors = lst
         self.version += 1
         if lst:
-            self.detached = False
             self.join_gave_up = False
             if self._join is not None:  # a peer adopted us: on a ring, the join is moot
                 self._add_peer(self._join.bootstrap, self._now)  # (another ring? merge)
@@ -185,7 +184,6 @@ class SuccessorList:
 
     def _lost_all_successors(self) -> None:
         """Every successor is dead: rejoin through anything else we know, else be alone."""
-        self.detached = True
         self.ring_complete = False
         pool = []
         if self.predecessor is not None:
@@ -194,14 +192,18 @@ class SuccessorList:
         pool.extend(self._recent.values())
         pool = [p for p in pool if p.id != self.id and not self._is_suspect(p.id)]
         if not pool:
-            self.detached = False  # nobody left that we know of: a ring of one
-            return
-
+            return  # nobody left that we know of: a ring of one
+        self._rejoining = True  # before: the lookup may end at once
         self._start_lookup(self.id, self._rejoined, pool=pool, use_local=False)
+
+    @property
+    def detached(self) -> bool:
+        """Lost every successor while part of a larger ring, and rejoining."""
+        return self._rejoining and not self.successors
 
     def _rejoined(self, succs: tuple[NodeRef, ...] | None, lk: _Lookup) -> None:
         found = [s for s in succs or () if s.id != self.id]
         if found and not self.successors:
             self._set_successors(found)
             self._periodic("stabilize", self._now)
-        self.detached = False
+        self._rejoining = False
