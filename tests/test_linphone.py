@@ -39,11 +39,8 @@ def caller_box(p: Linphone) -> str:
     return p.rc.read_text().split("reg_proxy=<sip:", 1)[1].split(":", 1)[0]
 
 
-def test_linphone_phones_with_the_box_as_outbound_proxy_call_on_one_box(make_bed, tmp_path):
-    bed = make_bed(1)
-    node = bed.node(0, "--no-discovery")
-    a = phone(bed, 0, "1001", 0, tmp_path, 5070)
-    b = phone(bed, 0, "1002", 0, tmp_path, 5072)
+def call_between(a: Linphone, b: Linphone) -> None:
+    """Both register, a calls b's extension 1002 and hangs up; both are stopped after."""
     try:
         a.wait_registered()
         b.wait_registered()
@@ -51,6 +48,12 @@ def test_linphone_phones_with_the_box_as_outbound_proxy_call_on_one_box(make_bed
     finally:
         a.stop()
         b.stop()
+
+
+def test_linphone_phones_with_the_box_as_outbound_proxy_call_on_one_box(make_bed, tmp_path):
+    bed = make_bed(1)
+    node = bed.node(0, "--no-discovery")
+    call_between(phone(bed, 0, "1001", 0, tmp_path, 5070), phone(bed, 0, "1002", 0, tmp_path, 5072))
     assert "call 1001 -> 1002 (1 contact)" in node.log()
 
 
@@ -59,14 +62,6 @@ def test_linphone_phones_with_the_box_as_outbound_proxy_call_across_boxes(make_b
     nodes = [bed.node(i, "--no-discovery", "--seed", f"{bed.addr(1 - i)}:5060")
              for i in range(2)]
     test_mesh_calls.wait_ring(bed, dict(enumerate(nodes)), timeout=60)
-    a = phone(bed, 0, "1001", 0, tmp_path)
-    b = phone(bed, 1, "1002", 1, tmp_path)
-    try:
-        a.wait_registered()
-        b.wait_registered()
-        call_and_hang_up(a, b, "1002")
-    finally:
-        a.stop()
-        b.stop()
+    call_between(phone(bed, 0, "1001", 0, tmp_path), phone(bed, 1, "1002", 1, tmp_path))
     assert "call 1001 -> 1002 via box" in nodes[0].log()
     assert "call 1001 -> 1002 (1 contact)" in nodes[1].log()
