@@ -26,12 +26,9 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from test_coldstart_bed import percentile  # noqa: E402
+
 from overlay.sim import scenarios  # noqa: E402
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
 def _runs(args: tuple[int, float, range]) -> list[tuple[float, float]]:
@@ -58,7 +55,8 @@ def simulator(seeds: int) -> None:
                 cols = []
                 for k in (0, 1):
                     v = [r[k] for r in runs]
-                    cols.append(f"{statistics.median(v):6.2f} {_pct(v, 0.99):6.2f} {max(v):6.2f}")
+                    p99 = percentile(v, 0.99)
+                    cols.append(f"{statistics.median(v):6.2f} {p99:6.2f} {max(v):6.2f}")
                 print(f"{nodes:>3} {loss:>5.0%} {count:>6}  {cols[0]:>22}  {cols[1]:>22}",
                       flush=True)
 

@@ -5,8 +5,10 @@ the newcomer becomes reachable through later stabilize and notify (Zave). Before
 committing, the joiner asks the found successor for its predecessor and moves back while
 that lies between (Zave's join reads a member atomically; over messages two joins at one
 place can race). A node is a ring of one from its first instant and stays one while it
-joins, answering every request as that ring: boxes powered on together all join through
-each other at once, and a node that refused while joining would leave them all waiting.
+joins, and it answers every request: boxes powered on together all join through each
+other at once, and a node that refused while joining would leave them all waiting. (Its
+lookups point to its bootstrap, see lookups.py: answering "me" would start a second
+ring beside the one it joins.)
 A join that fails (error answer, refusal or silence) is retried with backoff
 (`join_attempts`), then the node stays a ring of one and its merge checks keep trying;
 one that finds the ring already came to us (a peer adopted us) hands its bootstrap to the
@@ -39,12 +41,11 @@ class _Join:
     `_join_failed`, so a join always finishes: joined, retried after a backoff, or given
     up (the node stays a ring of one and its merge checks keep trying)."""
 
-    __slots__ = ("bootstrap", "attempts", "reason")
+    __slots__ = ("bootstrap", "attempts")
 
     def __init__(self, bootstrap: NodeRef) -> None:
         self.bootstrap = bootstrap
         self.attempts = 0  # attempts that failed
-        self.reason = ""
 
 
 class Membership:
@@ -133,7 +134,6 @@ class Membership:
 
     def _join_failed(self, j: _Join, reason: str) -> None:
         j.attempts += 1
-        j.reason = reason
         if j.attempts < self.config.join_attempts:
             self._periodic("join", self._now + self._jit(backoff(1.0, 8.0, j.attempts)))
             return
