@@ -25,6 +25,7 @@ from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
+from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
 from .registrar import Clocks, Location
 from .users import load_users
@@ -48,7 +49,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare_data_dir()
         try:
-            self.identity = NodeIdentity.load(self.data_dir, ca_cert=config.ca_cert,
+            self.identity = NodeIdentity.load(self.data_dir, ca_cert=deployment_ca(config),
                                               node_cert=config.node_cert)
         except IdentityError as exc:
             raise NodeError(str(exc)) from None
@@ -124,10 +125,10 @@ class Node:
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
         self._pending_publish.clear()
-        log.info("overlay %r: node %s at %s:%d, %s mode, discovery %s", c.overlay,
+        log.info("overlay %r: node %s at %s:%d, %s mode (%s), discovery %s", c.overlay,
                  self.mesh.node_id_hex[:16], self.mesh.service.ref.host,
-                 self.transport.local_port,
-                 self.mesh.identity.mode, "on" if c.discovery else "off")
+                 self.transport.local_port, self.mesh.identity.mode,
+                 trust_summary(self.identity), "on" if c.discovery else "off")
 
     def _on_extension(self, extension: str, present: bool) -> None:
         """The registrar gained or lost an extension: tell the mesh."""
