@@ -122,6 +122,11 @@ def _status(data_dir: Path, as_json: bool) -> int:
     for r in regs:
         print(f"  {r['extension']:<12} {r['contact']}  "
               f"(expires in {r['expires_in']}s, {r['source']})")
+    overlay = status.get("overlay")
+    if overlay:
+        refused = ", ".join(f"{k} {v}" for k, v in overlay.get("refusals", {}).items() if v)
+        print(f"overlay: {overlay['mode']} mode ({overlay.get('trust', '')}), "
+              f"CRL number {overlay.get('crl_number', 0)}, refused: {refused or 'none'}")
     calls = status["calls"]
     print(f"calls: {len(calls)}")
     for c in calls:

@@ -15,7 +15,7 @@ box's key: a revoked box needs a new key (a new Node-ID) to be certified again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -96,3 +96,50 @@ class Crl:
 
     def revokes(self, node_id: int, serial: int | None = None) -> bool:
         return node_id in self.node_ids or (serial is not None and serial in self.serials)
+
+
+class Revocations:
+    """The highest-numbered CRL of the deployment CA this node holds.
+
+    One per box, shared by every overlay service it runs (a new one per address change)
+    and by the file watcher. Open mode (`ca` None) holds none. `on_adopted` is told each
+    newer CRL (to drop the boxes it names and keep it on disk).
+    """
+
+    def __init__(self, ca: x509.Certificate | None) -> None:
+        self.ca = ca
+        self.crl: Crl | None = None
+        self.counters = dict.fromkeys(
+            ("crl_adopted", "crl_older", "crl_foreign", "crl_malformed"), 0)
+        self.on_adopted: Callable[[Crl], None] | None = None
+
+    @property
+    def number(self) -> int:
+        """The CRL number held (0: none)."""
+        return self.crl.number if self.crl is not None else 0
+
+    def revokes(self, node_id: int) -> bool:
+        return self.crl is not None and node_id in self.crl.node_ids
+
+    def offer(self, data: bytes) -> Crl | None:
+        """A CRL from the network: adopted if the CA signed it and it is newer; anything
+        else is counted and dropped. Returns the CRL if adopted."""
+        if self.ca is None:
+            return None
+        try:
+            crl = Crl.verified(data, self.ca)
+        except CrlError as exc:
+            self.counters[exc.reason] += 1
+            return None
+        return crl if self.adopt(crl) else None
+
+    def adopt(self, crl: Crl) -> bool:
+        """Hold `crl` if its number is higher than the one held (the number decides)."""
+        if crl.number <= self.number:
+            self.counters["crl_older"] += 1
+            return False
+        self.crl = crl
+        self.counters["crl_adopted"] += 1
+        if self.on_adopted is not None:
+            self.on_adopted(crl)
+        return True
