@@ -113,6 +113,14 @@ class Mesh:
         self._found.clear()
         self.crl_file.save(crl)
 
+    def revoked_box(self, token: str) -> bool:
+        """Whether a Meshsip-Hop token (a box's Node-ID prefix, as the proxy marks the
+        calls it hands on) names a revoked box: its calls are refused, as its messages."""
+        crl = self.revocations.crl
+        if crl is None or not token:
+            return False
+        return any(f"{node_id:032x}".startswith(token.lower()) for node_id in crl.node_ids)
+
     @property
     def node_id_hex(self) -> str:
         return self.identity.node_id_hex
