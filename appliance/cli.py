@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="another box to contact at start (repeatable)")
     status = sub.add_parser("status", parents=[common], help="show registrations and calls")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    sub.add_parser("ca", add_help=False,
+                   help="the deployment CA: init, issue, revoke (meshsip ca --help)")
     sub.add_parser("sim", add_help=False,
                    help="run the deterministic overlay simulator (meshsip sim --help)")
     return parser
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from overlay.sim.cli import main as sim_main  # the simulator loads only when asked
 
         return sim_main(argv[1:])
+    if argv[:1] == ["ca"]:
+        from .pki import main as ca_main
+
+        return ca_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, {
@@ -116,6 +122,11 @@ def _status(data_dir: Path, as_json: bool) -> int:
     for r in regs:
         print(f"  {r['extension']:<12} {r['contact']}  "
               f"(expires in {r['expires_in']}s, {r['source']})")
+    overlay = status.get("overlay")
+    if overlay:
+        refused = ", ".join(f"{k} {v}" for k, v in overlay.get("refusals", {}).items() if v)
+        print(f"overlay: {overlay['mode']} mode ({overlay.get('trust', '')}), "
+              f"CRL number {overlay.get('crl_number', 0)}, refused: {refused or 'none'}")
     calls = status["calls"]
     print(f"calls: {len(calls)}")
     for c in calls:

@@ -14,7 +14,7 @@ from overlay.identity import IdentityError, NodeIdentity
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, parse_message
 from overlay.sip.resolver import Resolver
-from overlay.sip.responses import salvage_error_response
+from overlay.sip.responses import make_response, salvage_error_response
 from overlay.sip.routing import Address, local_ip_for, stamp_via
 from overlay.sip.transaction import TransactionLayer, client_key_of
 from overlay.sip.transport import SendError, SipTransport
@@ -25,7 +25,9 @@ from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
+from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
+from .proxy.boxes import HOP_HEADER
 from .registrar import Clocks, Location
 from .users import load_users
 
@@ -42,13 +44,14 @@ class Node:
         self.config = config
         self.data_dir = config.data_dir
         self.started_at = time.time()
-        self.counters = {"parse_errors": 0, "bad_requests_answered": 0}
+        self.counters = {"parse_errors": 0, "bad_requests_answered": 0,
+                         "revoked_box_requests": 0}
         self._wakeup = Wakeup(self._on_timer)
         self._local_ips: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare_data_dir()
         try:
-            self.identity = NodeIdentity.load(self.data_dir, ca_cert=config.ca_cert,
+            self.identity = NodeIdentity.load(self.data_dir, ca_cert=deployment_ca(config),
                                               node_cert=config.node_cert)
         except IdentityError as exc:
             raise NodeError(str(exc)) from None
@@ -124,10 +127,10 @@ class Node:
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
         self._pending_publish.clear()
-        log.info("overlay %r: node %s at %s:%d, %s mode, discovery %s", c.overlay,
+        log.info("overlay %r: node %s at %s:%d, %s mode (%s), discovery %s", c.overlay,
                  self.mesh.node_id_hex[:16], self.mesh.service.ref.host,
-                 self.transport.local_port,
-                 self.mesh.identity.mode, "on" if c.discovery else "off")
+                 self.transport.local_port, self.mesh.identity.mode,
+                 trust_summary(self.identity), "on" if c.discovery else "off")
 
     def _on_extension(self, extension: str, present: bool) -> None:
         """The registrar gained or lost an extension: tell the mesh."""
@@ -193,6 +196,8 @@ class Node:
                 return
             if isinstance(message, Request):
                 stamp_via(message, source)
+                if self._from_revoked_box(message, source):
+                    return
         except SipParseError as exc:
             self.counters["parse_errors"] += 1
             response = salvage_error_response(data, exc.status, exc.reason)
@@ -203,6 +208,17 @@ class Node:
             return
         self.txl.receive(message, source, now)
         self._pump(now)
+
+    def _from_revoked_box(self, request: Request, source: Address) -> bool:
+        """A call another box handed on (Meshsip-Hop) from a box whose certificate is
+        revoked: refused (403), counted; it must not reach our phones through stale
+        records it still holds."""
+        if self.mesh is None or not self.mesh.revoked_box(request.get(HOP_HEADER) or ""):
+            return False
+        self.counters["revoked_box_requests"] += 1
+        if request.method != "ACK":
+            self.transport.send(make_response(request, 403, "Box Revoked").encode(), source)
+        return True
 
     def _on_send_error(self, dest: Address, exc: Exception) -> None:
         """A message could not be sent (TCP refused, ...): its client transaction fails now."""

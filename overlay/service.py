@@ -22,6 +22,7 @@ from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import SequenceCounter, resource_key
 from .chord.wire import WireCodec
 from .identity import NodeIdentity
+from .revocation import Crl, Revocations
 from .sip.transaction import Address
 from .wakeup import Wakeup
 
@@ -43,13 +44,15 @@ class OverlaySettings:
 
 class OverlayService:
     def __init__(self, identity: NodeIdentity, settings: OverlaySettings, send: Send,
-                 host: str, port: int, sequences: SequenceCounter | None = None) -> None:
+                 host: str, port: int, sequences: SequenceCounter | None = None,
+                 revocations: Revocations | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.send = send
         self.ref = NodeRef(identity.node_id, host, port)
         settings.chord.overlay = settings.name
-        self.codec = WireCodec(identity, settings.name)
+        self.codec = WireCodec(identity, settings.name, revocations=revocations)
+        self.revocations = self.codec.revocations
         self.node = chord.ChordNode(self.ref, identity.record_signer,
                                     config=settings.chord, now=self._now(),
                                     sequences=sequences)
@@ -59,7 +62,7 @@ class OverlayService:
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
-        self.counters = {"received": 0, "sent": 0, "refused": 0}
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "not_sent_revoked": 0}
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
@@ -147,6 +150,9 @@ class OverlayService:
             self._on_event(event)
         wall = time.time()
         for dest, msg in self.node.messages_to_send():
+            if self.revocations.revokes(dest.id):  # the node times it out and drops it
+                self.counters["not_sent_revoked"] += 1
+                continue
             try:
                 data = self.codec.encode(msg, dest, wall)
             except ValueError as exc:
@@ -176,6 +182,13 @@ class OverlayService:
         elif isinstance(event, chord.RecordRejected):
             log.warning("rejected a record from %s: %s", _short(event.source), event.reason)
 
+    def drop_revoked(self, crl: Crl) -> None:
+        """A newer CRL: the boxes it names leave our tables, and their records go."""
+        records = self.node.exclude(crl.node_ids, self._now())
+        log.info("revocation list %d: %d boxes revoked, %d of their records dropped",
+                 crl.number, len(crl.node_ids), records)
+        self._pump()
+
     def _wait(self, request_id: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = fut
@@ -201,7 +214,8 @@ class OverlayService:
         except TimeoutError:
             return []
         if isinstance(event, chord.GetDone):
-            return [r for r in event.records if r.aor == aor and r.lifetime > 0]
+            return [r for r in event.records if r.aor == aor and r.lifetime > 0
+                    and not self.revocations.revokes(r.owner)]  # stale copies elsewhere
         return []
 
     def status(self) -> dict[str, Any]:
@@ -211,6 +225,7 @@ class OverlayService:
             "node_id": f"{self.ref.id:032x}",
             "address": f"{self.ref.host}:{self.ref.port}",
             "mode": self.identity.mode,
+            "crl_number": self.revocations.number,
             "predecessor": _short(n.predecessor),
             "successors": [_short(s) for s in n.successors],
             "ring_complete": n.ring_complete,
