@@ -1,0 +1,92 @@
+"""What is wrong, in plain words, with what to do about it.
+
+The page, `/api/status` and `meshsip status` all show these lines; each is a sentence a
+relief worker can act on without knowing what a ring or a Node-ID is.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from .survey import BoxView
+
+CLOCK_LIMIT = 60.0  # seconds of difference worth telling (signed messages allow more)
+
+
+@dataclass
+class Problem:
+    text: str
+    action: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"text": self.text, "action": self.action}
+
+
+@dataclass
+class LocalFacts:
+    """What this box knows of itself for the problem lines."""
+    overlay: str
+    address: str  # the address other boxes reach it at
+    ring_members: int  # other boxes the ring knows right now
+    joining: bool
+
+
+def duration(seconds: float) -> str:
+    """'45 seconds', '2 minutes', '3 hours', '2 days' (rounded down, plain words)."""
+    seconds = abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    n = int(seconds)
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
+def box_label(box: BoxView) -> str:
+    name = box.name or f"{box.node_id[:8]}"
+    return f"box {name} ({box.address})"
+
+
+def find_problems(me: LocalFacts, boxes: list[BoxView], now: float) -> list[Problem]:
+    out: list[Problem] = []
+    if me.address.startswith("127.") or me.address in ("", "::1"):
+        out.append(Problem("this box has no network address",
+                           "plug in its cable or join it to the Wi-Fi"))
+    answering = [b for b in boxes if b.answering]
+    if not boxes and me.ring_members == 0:
+        out.append(Problem(
+            "no other box heard on any link",
+            f"check the cable or Wi-Fi; every box must use the overlay name {me.overlay!r}"))
+    elif boxes and not answering:
+        out.append(Problem("no other box answers on any link", "check the cable or Wi-Fi"))
+    for box in boxes:
+        if not box.answering:
+            out.append(Problem(
+                f"{box_label(box)} has not answered for {duration(box.silent_for(now))}",
+                "check that it is switched on and on the same network; phones on it cannot "
+                "be called until it answers"))
+    if me.joining:
+        out.append(Problem("this box is still joining the other boxes",
+                           "wait a few seconds; if it lasts, check the cable or Wi-Fi"))
+    out += _clock_problems(answering)
+    return out
+
+
+def _clock_problems(answering: list[BoxView]) -> list[Problem]:
+    offsets = [b.clock_offset for b in answering if b.clock_offset is not None]
+    if not offsets:
+        return []
+    out = []
+    middle = statistics.median(offsets)  # the others' clock, as seen from here
+    action = ("calls work regardless; set the date on the box that is wrong "
+              "(a Raspberry Pi has no clock of its own) so logs show the right time")
+    if abs(middle) > CLOCK_LIMIT:
+        out.append(Problem(f"the clock of this box differs by {duration(middle)} from the "
+                           "other boxes", action))
+    for box in answering:
+        if box.clock_offset is not None and abs(box.clock_offset - middle) > CLOCK_LIMIT:
+            out.append(Problem(f"the clock of {box_label(box)} differs by "
+                               f"{duration(box.clock_offset - middle)} from the other boxes",
+                               action))
+    return out
