@@ -30,6 +30,7 @@ log = logging.getLogger("meshsip.web")
 DEFAULT_PORT = 80
 UNPRIVILEGED_PORT = 8080
 JSON = "application/json"
+NOTE_SECONDS = 2.0  # how often the ring's members are noted (no network traffic)
 
 
 class WebError(Exception):
@@ -44,6 +45,7 @@ class Website:
         self.server = HttpServer(self.routes, node.config.web_operator_password)
         # other boxes serve on our port (80 by default, when ours is off too)
         self.survey = Survey(self._members, lambda: self.server.port or DEFAULT_PORT)
+        self._noting: asyncio.Task[None] | None = None
         self.routes.add("/", self._page)
         self.routes.add("/api/status", self._status)
         self.routes.add("/api/local", self._local)
@@ -61,6 +63,7 @@ class Website:
                         "port %d instead ([web] port or --web-port to choose)",
                         DEFAULT_PORT, UNPRIVILEGED_PORT)
             await self._bind(host, UNPRIVILEGED_PORT)
+        self._noting = asyncio.get_running_loop().create_task(self._note_members())
         log.info("status page on http://%s:%d/ (also /api/status, /metrics)",
                  host if host not in ("0.0.0.0", "::", "") else "<this box>", self.server.port)
 
@@ -74,7 +77,15 @@ class Website:
             raise WebError(f"cannot serve the status page on port {port}: {exc.strerror}"
                            f"{hint}; set [web] port or --web-port (0: no status page)") from None
 
+    async def _note_members(self) -> None:
+        while True:
+            if self.survey.note_members():
+                await self.survey.refresh()
+            await asyncio.sleep(NOTE_SECONDS)
+
     async def close(self) -> None:
+        if self._noting is not None:
+            self._noting.cancel()
         await self.server.close()
 
     # -- the documents ----------------------------------------------------------------------

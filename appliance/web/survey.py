@@ -5,9 +5,11 @@ version, phones, calls, wall clock). The box showing the page asks every ring me
 knows (the Chord node's successors, predecessor and fingers: every box of a ring of up
 to 32, where the successor list is the whole ring) over HTTP on the same web port, with
 a short timeout, all at once. One survey runs at a time and its result is kept for a few
-seconds, so any number of browsers cost one round of requests. A box that does not
-answer is shown as not answering since it last did; it stays in the table (bounded)
-after the ring has dropped it, so a dead box is seen as dead, not as gone.
+seconds, so any number of browsers cost one round of requests. Between surveys the node notes
+which boxes the ring holds (no request), so a box that dies while nobody looks is still
+known. A box that does not answer is shown as not answering since it last answered or
+was last on the ring; it stays in the table (bounded) after the ring has dropped it, so
+a dead box is seen as dead, not as gone.
 
 Summaries are network input: only known fields of the right type and bounded size are
 kept; a summary whose Node-ID is not the one the ring knows at that address is refused.
@@ -48,12 +50,13 @@ class BoxView:
     clock_offset: float | None = None  # its wall clock minus ours, seconds
     answering: bool = False
     in_ring: bool = True
-    first_seen: float = 0.0  # monotonic
-    answered_at: float | None = None  # monotonic, the last answer
+    # monotonic: the last time it answered, or the ring held it (the ring drops a dead box
+    # within a stabilisation interval)
+    alive_at: float = 0.0
     error: str = ""
 
     def silent_for(self, now: float) -> float:
-        return now - (self.answered_at if self.answered_at is not None else self.first_seen)
+        return max(0.0, now - self.alive_at)
 
 
 class Survey:
@@ -78,17 +81,29 @@ class Survey:
     def view(self) -> list[BoxView]:
         return sorted(self.boxes.values(), key=lambda b: b.node_id)
 
-    async def _survey(self) -> None:
+    def note_members(self) -> bool:
+        """Remember the boxes the ring knows now, without asking them anything (the node
+        calls this every few seconds): a box killed while nobody looked is still known,
+        and its silence counted from when the ring last held it. True when a box is new
+        (the node then surveys once, to learn its name while it answers)."""
         now = time.monotonic()
+        new = False
         members = dict(self.members()[:MAX_ASKED])
         for box in self.boxes.values():
             box.in_ring = box.node_id in members
+            if box.in_ring:
+                box.alive_at = now
         for node_id, host in members.items():
             box = self.boxes.get(node_id)
             if box is None or box.address != host:
-                self.boxes[node_id] = BoxView(node_id, host, first_seen=now,
+                self.boxes[node_id] = BoxView(node_id, host, alive_at=now,
                                               name=box.name if box else "")
+                new = True
         self._forget(now)
+        return new
+
+    async def _survey(self) -> None:
+        self.note_members()
         asked = list(self.boxes.values())
         results = await asyncio.gather(*(self._ask(b) for b in asked))
         done = time.monotonic()
@@ -99,7 +114,7 @@ class Survey:
                 box.answering, box.error = False, error
                 continue
             _apply(box, summary, sent_wall)
-            box.answering, box.answered_at, box.error = True, done, ""
+            box.answering, box.alive_at, box.error = True, done, ""
         self._done_at = done
         self.rounds += 1
 
