@@ -14,10 +14,11 @@ import time
 from html import escape
 from typing import Any
 
-from .problems import duration
+from .problems import duration, plural
 
-RING_SIZE = 420  # SVG view box, square
-RADIUS = 120
+RING_SIZE = 400  # SVG view box height; the width adds room for the labels at the sides
+MARGIN = 70
+RADIUS = 115
 LABELS_UP_TO = 12  # beyond this many boxes the picture names them only
 
 STYLE = """
@@ -28,9 +29,10 @@ h1{font-size:1.3em;margin:.3em 0}h2{font-size:1.1em;margin:1em 0 .3em}
 ul.problems{padding-left:1.2em}ul.problems li{margin:.3em 0}
 ul.problems b{color:#b00020}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #ddd;font-size:.95em}
+th,td{text-align:left;padding:4px 5px;border-bottom:1px solid #ddd;font-size:.9em}
+td:nth-child(-n+2){white-space:nowrap}
 svg{width:100%;max-width:460px;display:block;margin:auto}
-svg text{font-size:11px;fill:#222}svg .n{font-weight:bold}
+svg text{font-size:12px;fill:#222}svg .n{font-weight:bold;font-size:13px}
 .slot{border:1px dashed #999;padding:8px;color:#555}
 footer{color:#666;font-size:.85em;text-align:center;padding:8px}
 """
@@ -93,7 +95,7 @@ def _boxes(boxes: list[dict[str, Any]]) -> str:
     answering = sum(b["answering"] for b in boxes)
     rows = "".join(
         f'<tr data-box="{escape(b["node_id"])}"><td>{escape(b["name"] or "?")}'
-        f'{" (this box)" if b["this"] else ""}</td><td>{escape(b["address"])}</td>'
+        f'{" (here)" if b["this"] else ""}</td><td>{escape(b["address"])}</td>'
         f'<td>{b["phones"] if b["answering"] else "?"}</td>'
         f"<td>{duration(b['uptime_seconds']) if b['uptime_seconds'] is not None else '?'}</td>"
         f"<td>{_state(b)}</td></tr>"
@@ -111,7 +113,7 @@ def ring_svg(boxes: list[dict[str, Any]]) -> str:
     spots = [(c + RADIUS * math.sin(2 * math.pi * i / n),
               c - RADIUS * math.cos(2 * math.pi * i / n)) for i in range(len(boxes))]
     me = next((spots[i] for i, b in enumerate(boxes) if b["this"]), (c, c))
-    parts = [f'<svg viewBox="0 0 {RING_SIZE} {RING_SIZE}" role="img" '
+    parts = [f'<svg viewBox="{-MARGIN} 0 {RING_SIZE + 2 * MARGIN} {RING_SIZE}" role="img" '
              f'aria-label="the ring of {len(boxes)} boxes">',
              f'<circle cx="{c}" cy="{c}" r="{RADIUS}" fill="none" stroke="#ccc"/>']
     for b, (x, y) in zip(boxes, spots, strict=True):
@@ -134,13 +136,15 @@ def _label(b: dict[str, Any], x: float, y: float, c: float, detailed: bool) -> s
     length = math.hypot(dx, dy) or 1.0
     lx, ly = x + 20 * dx / length, y + 20 * dy / length
     anchor = "middle" if abs(dx) < 20 else ("start" if dx > 0 else "end")
-    ly += 4 if dy > 0 else -4 * (3 if detailed else 1) + 8
     lines = [f'<tspan class="n">{escape(b["name"] or b["node_id"][:8])}</tspan>']
     if detailed:
         up = duration(b["uptime_seconds"]) if b["uptime_seconds"] is not None else "?"
-        state = (f"{b['phones']} phones, up {up}" if b["answering"]
+        state = (f"{plural(b['phones'], 'phone')}, up {up}" if b["answering"]
                  else f"silent {duration(b['silent_seconds'] or 0)}")
         lines += [escape(b["address"]), state]
+    # the block of lines sits above a box at the top, below one at the bottom, centred
+    # beside one at the side
+    ly += 4 - 12 * (len(lines) - 1) * (1 - dy / length) / 2
     spans = "".join(f'<tspan x="{lx:.1f}" dy="{0 if i == 0 else 12}">{t}</tspan>'
                     for i, t in enumerate(lines))
     return f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}">{spans}</text>'

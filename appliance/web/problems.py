@@ -32,15 +32,17 @@ class LocalFacts:
     joining: bool
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def duration(seconds: float) -> str:
     """'45 seconds', '2 minutes', '3 hours', '2 days' (rounded down, plain words)."""
     seconds = abs(seconds)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    n = int(seconds)
-    return f"{n} second{'s' if n != 1 else ''}"
+            return plural(int(seconds // size), unit)
+    return plural(int(seconds), "second")
 
 
 def box_label(box: BoxView) -> str:

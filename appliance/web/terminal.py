@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .problems import duration
+from .problems import duration, plural
 
 GREEN, RED, BOLD, RESET = "\033[32m", "\033[31m", "\033[1m", "\033[0m"
 
@@ -42,7 +42,8 @@ def render_terminal(doc: dict[str, Any], color: bool = False) -> str:
     for b in boxes:
         mark = paint(GREEN, "ok") if b["answering"] else paint(RED, "x ")
         up = duration(b["uptime_seconds"]) if b["uptime_seconds"] is not None else "?"
-        state = (f"{b['phones']} phones, {b['calls']} calls, up {up}" if b["answering"]
+        state = (f"{plural(b['phones'], 'phone')}, {plural(b['calls'], 'call')}, up {up}"
+                 if b["answering"]
                  else f"not answering for {duration(b['silent_seconds'] or 0)}")
         this = "  (this box)" if b["this"] else ""
         lines.append(f"  {mark} {b['name'] or '?':<16} {b['address']:<16} {state}{this}")
