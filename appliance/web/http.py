@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import inspect
 import logging
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ REQUEST_TIMEOUT = 10.0  # to send a whole request once it has begun
 IDLE_TIMEOUT = 15.0  # a kept-alive connection with nothing more to ask
 HANDLER_TIMEOUT = 10.0
 MAX_REQUESTS_PER_CONNECTION = 1000
+TOKEN = re.compile(r"[A-Za-z]{1,16}")
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -117,6 +119,10 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= MAX_CONNECTIONS:
             self.counters["refused_busy"] += 1
+            # read what the client sent (briefly, bounded) so that closing does not reset
+            # the connection before it reads the answer
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(MAX_HEAD_BYTES), 0.2)
             await _send(writer, Response.text(503, "Too many connections; try again."), False)
             writer.close()
             return
@@ -127,6 +133,8 @@ class HttpServer:
         try:
             await self._serve(reader, writer, peer[0] if peer else "")
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:  # the server is closing: end quietly, not as an error
             pass
         finally:
             self._connections.discard(task)
@@ -244,7 +252,7 @@ def parse_head(head: bytes, peer: str = "") -> Request:
         raise HttpError(400, "Bad request.") from None
     lines = text.split("\n")
     parts = lines[0].strip().split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/"):
+    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
         raise HttpError(400, "Bad request line.")
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):

@@ -37,11 +37,11 @@ def plural(n: int, word: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    """'45 seconds', '2 minutes', '3 hours', '2 days' (rounded down, plain words)."""
+    """'45 seconds', '2 minutes', '3 hours', '2 days' (the largest unit, rounded)."""
     seconds = abs(seconds)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            return plural(int(seconds // size), unit)
+            return plural(round(seconds / size), unit)
     return plural(int(seconds), "second")
 
 
@@ -76,19 +76,24 @@ def find_problems(me: LocalFacts, boxes: list[BoxView], now: float) -> list[Prob
 
 
 def _clock_problems(answering: list[BoxView]) -> list[Problem]:
-    offsets = [b.clock_offset for b in answering if b.clock_offset is not None]
-    if not offsets:
-        return []
-    out = []
-    middle = statistics.median(offsets)  # the others' clock, as seen from here
+    timed = [b for b in answering if b.clock_offset is not None]
     action = ("calls work regardless; set the date on the box that is wrong "
               "(a Raspberry Pi has no clock of its own) so logs show the right time")
+    if len(timed) == 1:  # two boxes: no telling which one is right
+        box, offset = timed[0], timed[0].clock_offset or 0.0
+        if abs(offset) <= CLOCK_LIMIT:
+            return []
+        return [Problem(f"the clocks of this box and {box_label(box)} differ by "
+                        f"{duration(offset)}", action)]
+    # the boxes' common time: the median of every clock, this box's included
+    middle = statistics.median_low([0.0, *(b.clock_offset or 0.0 for b in timed)])
+    out = []
     if abs(middle) > CLOCK_LIMIT:
         out.append(Problem(f"the clock of this box differs by {duration(middle)} from the "
                            "other boxes", action))
-    for box in answering:
-        if box.clock_offset is not None and abs(box.clock_offset - middle) > CLOCK_LIMIT:
+    for box in timed:
+        if abs((box.clock_offset or 0.0) - middle) > CLOCK_LIMIT:
             out.append(Problem(f"the clock of {box_label(box)} differs by "
-                               f"{duration(box.clock_offset - middle)} from the other boxes",
-                               action))
+                               f"{duration((box.clock_offset or 0.0) - middle)} from the "
+                               "other boxes", action))
     return out
