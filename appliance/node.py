@@ -30,6 +30,8 @@ from .proxy import Proxy
 from .proxy.boxes import HOP_HEADER
 from .registrar import Clocks, Location
 from .users import load_users
+from .web.metrics import NodeMetrics
+from .web.site import WebError, Website
 
 log = logging.getLogger("meshsip.node")
 HOUSEKEEPING_SECONDS = 5.0
@@ -78,7 +80,10 @@ class Node:
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve
         self.transport = SipTransport(self._on_message, self._on_send_error)
-        self.control = ControlServer(self.data_dir / "control.sock", self.status)
+        self.metrics = NodeMetrics()
+        self.web = Website(self, self.metrics)  # serves only when started (web_port != 0)
+        self.control = ControlServer(self.data_dir / "control.sock", self.status,
+                                     {"overview": self.web.document})
         self.bindings_file = self.data_dir / "bindings.json"
         self.mesh: Mesh | None = None
         self._pending_publish: list[tuple[str, bool]] = []
@@ -105,6 +110,12 @@ class Node:
         self.own.port = self.transport.local_port
         await self._start_mesh()
         await self.control.start()
+        if self.config.web_port != 0:
+            try:
+                await self.web.start(self.config.bind, self.config.web_port)
+            except WebError as exc:
+                await self.stop()
+                raise NodeError(str(exc)) from None
         self._tasks.append(loop.create_task(self._housekeeping()))
         log.info(
             "meshsip node ready: SIP on UDP and TCP %s:%d, data in %s, registration %s%s",
@@ -147,8 +158,10 @@ class Node:
         loop = asyncio.get_running_loop()
 
         async def find() -> None:
+            started = loop.time()
             boxes = await mesh.find(extension)
             now = loop.time()
+            self.metrics.lookup_done(now - started, bool(boxes))
             reply(boxes, now)
             self._pump(now)
 
@@ -162,6 +175,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._wakeup.cancel()
         self._save_bindings()
+        await self.web.close()
         if self.mesh is not None:
             await self.mesh.stop()
         await self.control.close()

@@ -57,6 +57,9 @@ class NodeProcess:
             # mDNS in this (the root) namespace would leave the machine: only inside ours.
             *(["--no-discovery"] if netns is None and "--no-discovery" not in extra_args
               else []),
+            # as root the status page would take port 80 of this namespace: none, unless asked
+            *(["--web-port", "0"] if netns is None and "--web-port" not in extra_args
+              else []),
             *extra_args,
         ]
         if config is not None:
