@@ -76,8 +76,8 @@ from .successors import SuccessorList
 from .unify import Unification
 
 __all__ = [
-    "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig",
-    "ChordNode", "ClaimLost", "Event", "GetDone", "GetFailed", "IllegalTransition", "JoinFailed", "Joined",
+    "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig", "ChordNode",
+    "ClaimLost", "Event", "GetDone", "GetFailed", "IllegalTransition", "JoinFailed", "Joined",
     "Left", "LookupDone", "LookupFailed", "NeighborsChanged", "PutDone", "PutFailed",
     "RecordRejected", "backoff", "between", "between_right", "dist", "finger_targets",
 ]
