@@ -161,3 +161,18 @@ def test_record_lines_carry_the_claim() -> None:
     assert decode_records(encode_records((rec,))) == (rec,)
     plain = record(2, 7)
     assert decode_records(encode_records((plain,))) == (plain,)
+
+
+def test_the_loser_of_a_take_over_is_told_and_re_stores_at_once() -> None:
+    s = node(1)
+    store(s, 2, record(2, 5, instance=PHONE))
+    s.receive(Store(src=ref(3), txn=9, records=(record(3, 2, instance=PHONE),)), 1.0)
+    told = [(d, m) for d, m in s.messages_to_send() if isinstance(m, Transfer)]
+    assert [(d, m.records[0].owner) for d, m in told] == [(ref(2), 3 * K)]
+    # box 2, told, re-stores its own record now (to be refused and drop the binding)
+    x = node(2)
+    x.put(Record(resource_key(AOR), AOR, 0, "sip:10.0.0.2:5060", 0, 300), 0.0)
+    ident = next(iter(x._owned))
+    x._owned[ident] = (x._owned[ident][0], 50.0)
+    x.receive(told[0][1], 2.0)
+    assert x._owned[ident][1] == 2.0

@@ -15,6 +15,11 @@ X for the same AOR:
   partition) the earlier claim prevails: lower (`claim`, owner Node-ID). Never a clock.
 - Anything else from Y is refused as "in use": the storing node's incumbent stays.
 
+The loser of a take-over is sent the winning record (a Transfer to the box its contact
+names): an owner that sees another owner's record for an AOR it publishes re-stores its
+own at once, is refused, and drops the phone's binding (`ClaimLost`), rather than at its
+next refresh.
+
 Records whose owner is the sender must name the sender as their contact (when the
 config says contacts are box addresses), and the store is bounded: records per message,
 per owner and in all (`ChordConfig`). Every refusal is counted in `stats`.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .messages import NodeRef, Record
+from .messages import NodeRef, Record, Transfer
 
 LOST_MAX = 4096  # lost claims remembered (oldest forgotten first)
 LOST_TTL = 3600.0  # seconds a lost claim is remembered (its records live 300 s)
@@ -41,6 +46,15 @@ def takes_over(new: Record, old: Record) -> bool:
 
 def earlier(a: Record, b: Record) -> bool:
     return (a.claim, a.owner) < (b.claim, b.owner)
+
+
+def owner_ref(rec: Record) -> NodeRef | None:
+    """Where the box that owns `rec` listens, from its contact `sip:HOST:PORT`."""
+    hostport = rec.contact.removeprefix("sip:").split(";", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if "@" in host or not port.isdigit() or not host:
+        return None
+    return NodeRef(rec.owner, host.strip("[]"), int(port))
 
 
 def contact_names(contact: str, ref: NodeRef) -> bool:
@@ -76,7 +90,7 @@ class Claims:
             self.stats["records_over_cap"] += 1
             return "over cap"
         for old in live:
-            self._evict(old)
+            self._evict(old, rec)
         return None
 
     def _room_for(self, rec: Record) -> bool:
@@ -84,8 +98,9 @@ class Claims:
         return (len(self.store) < c.max_records
                 and self.store.count_of(rec.owner) < c.max_records_per_owner)
 
-    def _evict(self, old: Record) -> None:
-        """`old`'s owner lost the AOR: drop its copies, refuse its claim from now on."""
+    def _evict(self, old: Record, by: Record) -> None:
+        """`old`'s owner lost the AOR to `by`: drop its copies, refuse its claim from now
+        on, and tell it (see the module doc)."""
         for ident in [r.identity for r in self.store.get(old.resource_id, self._now, True)
                       if r.owner == old.owner]:
             self.store.remove(ident)
@@ -95,6 +110,19 @@ class Claims:
         while len(self._lost) > LOST_MAX:
             self._lost.popitem(last=False)
         self.stats["records_taken_over"] += 1
+        loser = owner_ref(old) if self.config.contact_is_owner else None
+        if loser is not None and loser.id != self.id:
+            self._request(loser, Transfer, None, records=(by,))
+        elif old.owner == self.id:
+            self._recheck_claims(old.resource_id)
+
+    def _recheck_claims(self, resource_id: int) -> None:
+        """Another owner's record for an AOR we publish: store ours again now (the
+        storing node refuses it if we lost the AOR)."""
+        for ident, (rec, _) in self._owned.items():
+            if ident[0] == resource_id and rec.lifetime > 0:
+                self._owned[ident] = (rec, self._now)
+                self._periodic_by("refresh", self._now)
 
     def _is_lost(self, rec: Record) -> bool:
         key = (rec.resource_id, rec.owner, rec.claim)

@@ -92,6 +92,8 @@ class Replicas:
                 rejected += 1
                 self._reject(rec, src, "bad signature")
                 continue
+            if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:
+                self._recheck_claims(rec.resource_id)  # another box's: do we still own it?
             refusal = self._admit(rec, src, replica)
             if refusal is not None:
                 rejected += 1
