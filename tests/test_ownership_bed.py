@@ -107,3 +107,18 @@ def test_an_extension_belongs_to_one_box_and_moves_with_its_phone(make_bed):
     assert moved_a.wait().ok
     phone_b.stop()
     assert invites(phone_b) == 0
+
+
+def test_in_digest_mode_the_password_moves_the_extension(make_bed):
+    bed = make_bed(2)
+    users = bed.workdir / "users.toml"
+    users.write_text(f'[users]\n"{EXT}" = "s3cret-{EXT}"\n')
+    config = FAST + f'[registrar]\npolicy = "digest"\nusers_file = "{users}"\n'
+    nodes = {i: bed.node(i, config=config) for i in range(2)}
+    wait_for("one ring", lambda: one_ring(overlays(bed, nodes)), nodes, 90.0, poll=0.5)
+    password = {"auth_user": EXT, "password": f"s3cret-{EXT}"}
+    for i in (0, 1):  # the phone on box 1, then on box 2 (from another address)
+        done = bed.sipp(i, "register_digest", nodes[i].target, service=EXT, keys=password)
+        assert done.ok, f"digest REGISTER on box {i + 1}\n{done.logs}\n{logs(nodes)}"
+    assert registered_here(bed, 1, nodes[1])
+    wait_for("box 1 drops 5001", lambda: not registered_here(bed, 0, nodes[0]), nodes, 30.0)
