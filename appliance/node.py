@@ -22,7 +22,7 @@ from overlay.wakeup import Wakeup
 
 from .addresses import OwnAddresses, default_names
 from .auth import DigestPolicy
-from .claims import TRYING_AFTER, ClaimAnswer, PendingClaim
+from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
@@ -155,6 +155,11 @@ class Node:
             timer = loop.call_later(TRYING_AFTER, trying)
             try:
                 outcome = await mesh.claim(pending.extension, pending.instance, pending.verified)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the node is stopping
+                outcome = UNREACHED  # the overlay service was replaced (new address)
             finally:
                 timer.cancel()
             answer(outcome, loop.time())
