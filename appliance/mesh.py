@@ -52,7 +52,10 @@ class Mesh:
         self.config = config
         self.follow_links = host is None
         self._send, self._port = send, port
-        self._published: set[str] = set()
+        # extension -> its claim's proof (instance hash, password verified)
+        self._published: dict[str, tuple[str, bool]] = {}
+        # Told an extension another box took over (the storing node refused our record).
+        self.on_lost: Callable[[str], None] | None = None
         # one counter for every service this box runs (a new one per address change)
         self.sequences = persisted_sequences(data_dir / SEQUENCE_FILE)
         # the CRL outlives services (a new one per address change)
@@ -78,6 +81,7 @@ class Mesh:
         service = OverlayService(self.identity, settings, self._send, host, self._port,
                                  self.sequences, self.revocations)
         service.on_neighbors = self._remember
+        service.on_lost = self._lost
         return service
 
     def _remember(self, refs: list[NodeRef]) -> None:
@@ -102,8 +106,8 @@ class Mesh:
         self.service = self._new_service(host)
         self.service.start()
         self._found.clear()
-        for extension in self._published:
-            self.service.publish(extension, self.contact)
+        for extension, (instance, verified) in self._published.items():
+            self.service.publish(extension, self.contact, instance, verified)
 
     def _revoked(self, crl: Crl) -> None:
         """A newer CRL (from the file or a peer): drop whom it names, keep it on disk."""
@@ -158,12 +162,27 @@ class Mesh:
 
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:
-        self._published.add(extension)
-        self.service.publish(extension, self.contact)
+        """A binding restored from disk (a claim made before a restart, no proof kept)."""
+        if extension not in self._published:
+            self._published[extension] = ("", False)
+            self.service.publish(extension, self.contact)
+
+    async def claim(self, extension: str, instance: str, verified: bool) -> str:
+        """Claim `extension` for this box (appliance/claims.py has the outcomes)."""
+        self._published[extension] = (instance, verified)
+        outcome = await self.service.claim(extension, self.contact, instance, verified)
+        if outcome == "in use":
+            self._published.pop(extension, None)
+        return outcome
 
     def withdraw(self, extension: str) -> None:
-        self._published.discard(extension)
-        self.service.withdraw(extension, self.contact)
+        if self._published.pop(extension, None) is not None:
+            self.service.withdraw(extension, self.contact)
+
+    def _lost(self, aor: str) -> None:
+        self._published.pop(aor, None)
+        if self.on_lost is not None:
+            self.on_lost(aor)
 
     async def find(self, extension: str) -> list[str]:
         """SIP URIs of the other boxes that serve `extension` (empty when none does)."""

@@ -22,6 +22,7 @@ from overlay.wakeup import Wakeup
 
 from .addresses import OwnAddresses, default_names
 from .auth import DigestPolicy
+from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
@@ -132,6 +133,8 @@ class Node:
                          self.transport.local_port)
         self.proxy.find_remote = self._find_remote
         self.proxy.forget_remote = self.mesh.forget
+        self.location.claims = self._claim
+        self.mesh.on_lost = self.location.drop
         self.own.add_names([self.mesh.discovery.server])
         self.mesh.on_addresses = self.own.set_links
         await self.mesh.start()
@@ -151,6 +154,34 @@ class Node:
             self.mesh.publish(extension)
         else:
             self.mesh.withdraw(extension)
+
+    def _claim(self, pending: PendingClaim, answer: ClaimAnswer) -> None:
+        """Ask the mesh for a new extension; the phone hears 100 Trying if it takes long."""
+        mesh = self.mesh
+        assert mesh is not None
+        loop = asyncio.get_running_loop()
+
+        def trying() -> None:
+            answer.trying(loop.time())
+            self._pump(loop.time())
+
+        async def claim() -> None:
+            timer = loop.call_later(TRYING_AFTER, trying)
+            try:
+                outcome = await mesh.claim(pending.extension, pending.instance, pending.verified)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the node is stopping
+                outcome = UNREACHED  # the overlay service was replaced (new address)
+            finally:
+                timer.cancel()
+            answer(outcome, loop.time())
+            self._pump(loop.time())
+
+        task = loop.create_task(claim())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     def _find_remote(self, extension: str, reply: Callable[[list[str], float], None]) -> None:
         mesh = self.mesh

@@ -29,6 +29,7 @@ from .wakeup import Wakeup
 log = logging.getLogger("meshsip.overlay")
 UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
+CLAIM_WAIT = 4.0  # seconds a claim waits for the storing node before the box binds anyway
 SEED_RETRY = 10.0
 SEQUENCE_BLOCK = 10_000  # record sequences reserved per write of the sequence file
 
@@ -51,6 +52,7 @@ class OverlayService:
         self.send = send
         self.ref = NodeRef(identity.node_id, host, port)
         settings.chord.overlay = settings.name
+        settings.chord.contact_is_owner = True  # records name their box (claims.py)
         self.codec = WireCodec(identity, settings.name, revocations=revocations)
         self.revocations = self.codec.revocations
         self.node = chord.ChordNode(self.ref, identity.record_signer,
@@ -66,6 +68,8 @@ class OverlayService:
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
+        # Told the AOR of a claim a storing node refused later (another box has it now).
+        self.on_lost: Callable[[str], None] | None = None
 
     @staticmethod
     def _now() -> float:
@@ -179,8 +183,13 @@ class OverlayService:
                       _short(event.predecessor), [_short(s) for s in event.successors])
             if self.on_neighbors is not None:
                 self.on_neighbors([*event.successors, *filter(None, [event.predecessor])])
+        elif isinstance(event, chord.ClaimLost):
+            log.warning("%s is another box's now: no longer published", event.aor)
+            if self.on_lost is not None:
+                self.on_lost(event.aor)
         elif isinstance(event, chord.RecordRejected):
-            log.warning("rejected a record from %s: %s", _short(event.source), event.reason)
+            log.warning("rejected a record for %s from %s: %s", event.record.aor,
+                        _short(event.source), event.reason)
 
     def drop_revoked(self, crl: Crl) -> None:
         """A newer CRL: the boxes it names leave our tables, and their records go."""
@@ -196,11 +205,29 @@ class OverlayService:
         return fut
 
     # -- what the appliance asks of the overlay ------------------------------------------
-    def publish(self, aor: str, contact: str) -> None:
-        """Say that `aor` is reachable at `contact` (this box), until withdrawn."""
-        record = Record(resource_key(aor), aor, self.ref.id, contact, 0, RECORD_LIFETIME)
-        self.node.put(record, self._now())
+    def publish(self, aor: str, contact: str, instance: str = "", verified: bool = False
+                ) -> None:
+        """Claim `aor` for `contact` (this box), until withdrawn."""
+        self._put(aor, contact, instance, verified)
         self._pump()
+
+    def _put(self, aor: str, contact: str, instance: str, verified: bool) -> int:
+        record = Record(resource_key(aor), aor, self.ref.id, contact, 0, RECORD_LIFETIME,
+                        instance=instance, verified=verified)
+        return self.node.put(record, self._now())
+
+    async def claim(self, aor: str, contact: str, instance: str, verified: bool) -> str:
+        """Publish and wait for the storing node: "accepted", "in use" (another box's),
+        or "unreached" (no answer within CLAIM_WAIT; the record keeps trying)."""
+        rid = self._put(aor, contact, instance, verified)  # waited for before any pump
+        try:
+            event = await asyncio.wait_for(self._wait(rid), CLAIM_WAIT)
+        except TimeoutError:
+            self._waiting.pop(rid, None)
+            return "unreached"
+        if isinstance(event, chord.PutDone):
+            return "accepted"
+        return "in use" if event.reason == "in use" else "unreached"
 
     def withdraw(self, aor: str, contact: str) -> None:
         self.node.remove(resource_key(aor), aor, contact, self._now())

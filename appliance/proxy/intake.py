@@ -19,6 +19,7 @@ from overlay.sip.routing import Address, literal_address, new_tag
 from overlay.sip.transaction import PROCEEDING, TRYING, RequestReceived, TransactionLayer
 from overlay.sip.uri import parse_name_addr
 
+from ..claims import ClaimAnswer, PendingClaim
 from ..registrar import Location
 from .boxes import Boxes
 from .calls import Calls
@@ -93,7 +94,12 @@ class Intake:
             return
         if request.method == "REGISTER":
             self.counters["registrations"] += 1
-            self.txl.send_response(self.location.register(request, source, now), key, now)
+            answer = self.location.register(request, source, now)
+            if isinstance(answer, PendingClaim):
+                assert self.location.claims is not None
+                self.location.claims(answer, ClaimAnswer(self.txl, self.location, answer, key))
+            else:
+                self.txl.send_response(answer, key, now)
             return
         if request.method == "CANCEL":
             self.contexts.on_cancel(request, key, now)
