@@ -133,14 +133,14 @@ class OverlayService:
             log.debug("refused overlay message from %s:%d: %s", source[1], source[2],
                       got.refused)
             return
-        self.counters["received"] += 1
         msg = got.message
-        if msg is None:  # handled by the codec (a 428 on which it sent the request again)
-            return
-        if link_peer is not None and msg.src.id != link_peer:
+        if msg is not None and link_peer is not None and msg.src.id != link_peer:
             self.counters["link_refused"] += 1  # a box speaking for another
             log.info("dropped a message from %s on the TLS link of %032x", _short(msg.src),
                      link_peer)
+            return
+        self.counters["received"] += 1
+        if msg is None:  # handled by the codec (a 428 on which it sent the request again)
             return
         if isinstance(msg, Pong) and msg.txn in self._seed_txns:
             self._seed_txns.pop(msg.txn)

@@ -78,14 +78,21 @@ class StreamConnection(asyncio.Protocol):
         self.tls = TlsSession(context, self.outbound is None, check)
 
     def _tls_failed(self, exc: TlsError) -> None:
-        self.owner.counters["tls_failures"] += 1
+        assert self.tls is not None
+        if self.tls.established:  # else counted when the connection is lost
+            self.owner.counters["tls_failures"] += 1
         log.info("%s connection with %s dropped: %s", self.kind, self.peer, exc)
-        if self.outbound is not None:
-            dropped, self.pending = self.pending, []
-            for data in dropped:
-                self.owner._send_failed(self.outbound, data, exc)
+        self._unsent(exc)
         if self.transport is not None:
             self.transport.abort()
+
+    def _unsent(self, exc: Exception) -> None:
+        """Messages given to an outbound TLS connection that never carried them."""
+        assert self.tls is not None
+        dropped, self.pending = self.pending + self.tls.take_queued(), []
+        if self.outbound is not None:
+            for data in dropped:
+                self.owner._send_failed(self.outbound, data, exc)
 
     def register(self, key: tuple[str, str, int]) -> None:
         if key not in self.keys:
@@ -186,6 +193,10 @@ class StreamConnection(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tls is not None and not self.tls.established:
+            self.owner.counters["tls_failures"] += 1  # refused by either side, or cut short
+            log.info("%s handshake with %s did not complete", self.kind, self.peer)
+            self._unsent(ConnectionError(f"{self.kind} handshake did not complete"))
         self.forget()
         if not self.closed.done():
             self.closed.set_result(None)

@@ -103,6 +103,11 @@ class TlsSession:
             raise TlsError(f"TLS write failed: {exc.reason or exc}") from None
         return self._out.read()
 
+    def take_queued(self) -> list[bytes]:
+        """The plain text never sent (the handshake failed), emptied."""
+        queued, self._queued, self._queued_bytes = self._queued, [], 0
+        return queued
+
     def _handshake(self) -> bool:
         try:
             self._ssl.do_handshake()

@@ -103,8 +103,8 @@ class Baresip:
         return f"sip:{self.extension}@{self.node_host}:{self.node_port}"
 
     def account_line(self) -> str:
-        line = (f"<{self.aor};transport={self.transport}>;regint={self.regint};answermode={self.answermode}"
-                ";audio_codecs=PCMU,PCMA")
+        line = (f"<{self.aor};transport={self.transport}>;regint={self.regint}"
+                f";answermode={self.answermode};audio_codecs=PCMU,PCMA")
         if self.password is not None:
             line += f";auth_pass={self.password}"
         if self.outbound is not None:
