@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from test_transport import HOST, Inbox, register, run
 
+from appliance.addresses import OwnAddresses
 from appliance.phone_tls import PhoneTlsError, phone_certificate, tls_settings
+from appliance.proxy.hops import Hops
 from overlay.chord.messages import NodeRef, Ping
 from overlay.identity import NodeIdentity, create_ca
 from overlay.service import OverlayService, OverlaySettings
@@ -166,3 +168,19 @@ def test_overlay_messages_on_a_link_must_come_from_its_tls_peer() -> None:
         assert service.counters["received"] == 1
 
     run(main)
+
+
+def test_record_route_names_each_side_on_its_own_transport() -> None:
+    """RFC 5658: a call between a TLS phone and a UDP phone gets two Record-Route entries,
+    the callee's side on top, so each phone reaches the box on its own transport."""
+    def local(peer: Address) -> Address:
+        return (peer[0], "10.0.0.1", 5061 if peer[0] == "TLS" else 5060)
+
+    hops = Hops(local, "tok", OwnAddresses("10.0.0.1", 5060))
+    tls, udp, tcp = ("TLS", "10.0.0.7", 40000), ("UDP", "10.0.0.8", 5060), ("TCP", "10.0.0.9", 1)
+    assert hops.record_route(tls, udp) == ["<sip:10.0.0.1:5060;lr;ms=tok>",
+                                           "<sip:10.0.0.1:5061;lr;ms=tok;transport=tls>"]
+    assert hops.record_route(udp, tls) == ["<sip:10.0.0.1:5061;lr;ms=tok;transport=tls>",
+                                           "<sip:10.0.0.1:5060;lr;ms=tok>"]
+    assert hops.record_route(tls, tls) == ["<sip:10.0.0.1:5061;lr;ms=tok;transport=tls>"]
+    assert hops.record_route(tcp, udp) == ["<sip:10.0.0.1:5060;lr;ms=tok;transport=tcp>"]
