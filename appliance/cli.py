@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a node in the foreground")
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
     run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    run.add_argument("--tls-port", type=int,
+                     help="SIP over TLS port for phones (default 5061; 0: no TLS port)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--overlay", type=_overlay_name,
                      help=f"overlay name shared by the boxes of one deployment ({RULE})")
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             "data_dir": args.data_dir,
             "bind": getattr(args, "bind", None),
             "sip_port": getattr(args, "sip_port", None),
+            "tls_port": getattr(args, "tls_port", None),
             "log_level": getattr(args, "log_level", None),
             "overlay": getattr(args, "overlay", None),
             "discovery": getattr(args, "discovery", None),

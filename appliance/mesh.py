@@ -157,8 +157,8 @@ class Mesh:
             return
         self.service.add_peer(ref)
 
-    def receive(self, data: bytes, source: Address) -> None:
-        self.service.receive(data, source)
+    def receive(self, data: bytes, source: Address, link_peer: object = None) -> None:
+        self.service.receive(data, source, link_peer)
 
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
+from .phone_tls import PhoneTlsError, tls_settings
 from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
 from .proxy.boxes import HOP_HEADER
@@ -81,6 +83,10 @@ class Node:
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve
         self.transport = SipTransport(self._on_message, self._on_send_error)
+        try:
+            self.transport.tls = tls_settings(self.identity, self.data_dir, config.tls_port != 0)
+        except (PhoneTlsError, ssl.SSLError) as exc:
+            raise NodeError(str(exc)) from None
         self.metrics = NodeMetrics()
         self.web = Website(self, self.metrics)  # serves only when started (web_port != 0)
         self.control = ControlServer(self.data_dir / "control.sock", self.status,
@@ -106,9 +112,11 @@ class Node:
         restored = self.location.load(self.bindings_file, Clocks.read(loop.time()))
         try:
             await self.transport.start(self.config.bind, self.config.sip_port)
+            if self.config.tls_port:
+                await self.transport.listen_tls(self.config.tls_port)
         except OSError as exc:
             raise NodeError(str(exc)) from None
-        self.own.port = self.transport.local_port
+        self.own.port, self.own.tls_port = self.transport.local_port, self.transport.tls_port
         await self._start_mesh()
         await self.control.start()
         if self.config.web_port != 0:
@@ -119,8 +127,10 @@ class Node:
                 raise NodeError(str(exc)) from None
         self._tasks.append(loop.create_task(self._housekeeping()))
         log.info(
-            "meshsip node ready: SIP on UDP and TCP %s:%d, data in %s, registration %s%s",
-            self.config.bind, self.transport.local_port, self.data_dir, self.config.policy,
+            "meshsip node ready: SIP on UDP and TCP %s:%d%s, data in %s, registration %s%s",
+            self.config.bind, self.transport.local_port,
+            f", TLS {self.transport.tls_port}" if self.transport.tls_port else "",
+            self.data_dir, self.config.policy,
             f", {restored} registrations restored" if restored else "",
         )
 
@@ -237,12 +247,15 @@ class Node:
             message = parse_message(data)
             if message.get("DHT-NodeID") is not None:
                 if self.mesh is not None:  # box-to-box overlay traffic, signed
-                    self.mesh.receive(data, source)
+                    self.mesh.receive(data, source, self.transport.peer_of(source))
                 return
             if isinstance(message, Request):
                 stamp_via(message, source)
                 if self._from_revoked_box(message, source):
                     return
+                if source[0] == "TLS" and message.top_via.host == source[1]:
+                    # in-dialog requests to the phone's Contact reuse its connection
+                    self.transport.alias(source, message.top_via.port or 5061)
         except SipParseError as exc:
             self.counters["parse_errors"] += 1
             response = salvage_error_response(data, exc.status, exc.reason)
@@ -322,7 +335,8 @@ class Node:
                 if len(self._local_ips) > 4096:
                     self._local_ips.clear()
                 local = self._local_ips[ip] = local_ip_for(ip)
-        return (transport, local, self.transport.local_port)
+        port = self.transport.tls_port if transport == "TLS" else self.transport.local_port
+        return (transport, local, port)
 
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 Overlay messages are SIP and share the node's port with the phones: the node hands
 every message that carries a DHT-NodeID header to `OverlayService.receive`. Messages
 are signed and checked by the wire codec; anything it refuses is counted and dropped.
+Over streams boxes speak TLS only ("MTLS", overlay/link_tls.py): a message on a plain
+TCP connection is dropped, and one on a link whose TLS peer is another Node-ID than the
+message's sender too (`counters["link_refused"]`).
 The service turns the Chord node's request ids into awaitables for the appliance.
 """
 
@@ -27,7 +30,8 @@ from .sip.transaction import Address
 from .wakeup import Wakeup
 
 log = logging.getLogger("meshsip.overlay")
-UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
+UDP_LIMIT = 1300  # larger messages go over TLS: UDP fragments get lost on lossy links
+STREAM = "MTLS"  # the transport of box links (overlay/sip/tls.py)
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
 CLAIM_WAIT = 4.0  # seconds a claim waits for the storing node before the box binds anyway
 SEED_RETRY = 10.0
@@ -39,7 +43,7 @@ Send = Callable[[bytes, Address], None]
 @dataclass
 class OverlaySettings:
     name: str = "meshsip"
-    transport: str = "auto"  # "auto": UDP, TCP for messages too big for one datagram; "tcp"
+    transport: str = "auto"  # "auto": UDP, TLS for messages too big for one datagram; "tcp": TLS
     chord: chord.ChordConfig = field(default_factory=chord.ChordConfig)
 
 
@@ -64,7 +68,8 @@ class OverlayService:
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
-        self.counters = {"received": 0, "sent": 0, "refused": 0, "not_sent_revoked": 0}
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "link_refused": 0,
+                         "not_sent_revoked": 0}
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
@@ -117,7 +122,11 @@ class OverlayService:
         self._pump()
 
     # -- message path ---------------------------------------------------------------------
-    def receive(self, data: bytes, source: Address) -> None:
+    def receive(self, data: bytes, source: Address, link_peer: object = None) -> None:
+        """`link_peer`: the Node-ID the TLS link `source` authenticated (None: none)."""
+        if source[0] not in ("UDP", STREAM):
+            self.counters["link_refused"] += 1  # boxes' streams are TLS
+            return
         # The codec answers what it refuses (403 Stale Date lets a box whose clock is
         # behind catch up; 428 asks a sender we hold no certificate for to send it again)
         # and sends a request again when a 428 answers it: the node sees neither.
@@ -132,8 +141,13 @@ class OverlayService:
             log.debug("refused overlay message from %s:%d: %s", source[1], source[2],
                       got.refused)
             return
-        self.counters["received"] += 1
         msg = got.message
+        if msg is not None and link_peer is not None and msg.src.id != link_peer:
+            self.counters["link_refused"] += 1  # a box speaking for another
+            log.info("dropped a message from %s on the TLS link of %032x", _short(msg.src),
+                     link_peer)
+            return
+        self.counters["received"] += 1
         if msg is None:  # handled by the codec (a 428 on which it sent the request again)
             return
         if isinstance(msg, Pong) and msg.txn in self._seed_txns:
@@ -145,7 +159,7 @@ class OverlayService:
 
     def _transmit(self, data: bytes, dest: tuple[str, int]) -> None:
         big = len(data) > UDP_LIMIT
-        transport = "TCP" if big or self.settings.transport == "tcp" else "UDP"
+        transport = STREAM if big or self.settings.transport == "tcp" else "UDP"
         self.counters["sent"] += 1
         self.send(data, (transport, dest[0], dest[1]))
 

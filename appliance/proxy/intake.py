@@ -178,8 +178,9 @@ class Intake:
         for b in bindings:
             copy = copy_request(request)
             copy.uri = b.contact_uri().uri
-            # Phones on TCP are reached on the connection they registered over.
-            dest = b.source if b.source[0] == "TCP" else self.hops.uri_address(copy.uri)
+            # Phones on TCP or TLS are reached on the connection they registered over.
+            dest = b.source if b.source[0] in ("TCP", "TLS") else \
+                self.hops.uri_address(copy.uri)
             targets.append((copy, dest))
         if request.method == "INVITE":
             n = len(targets)
