@@ -66,10 +66,12 @@ def test_older_foreign_and_damaged_crls_change_nothing():
     assert revocations.offer(der(3, X_ID)) is not None
     assert revocations.offer(der(2)) is None  # the number decides, not the date
     assert revocations.offer(der(3)) is None
-    assert revocations.offer(der(9, A_ID, ca=OTHER)) is None
+    foreign = der(9, A_ID, ca=OTHER)
+    assert revocations.offer(foreign) is None
+    assert revocations.offer(foreign) is None  # again: counted, not checked again
     assert revocations.offer(b"\x30\x82garbage") is None
     assert revocations.number == 3 and not revocations.revokes(A_ID.node_id)
-    assert revocations.counters == {"crl_adopted": 1, "crl_older": 2, "crl_foreign": 1,
+    assert revocations.counters == {"crl_adopted": 1, "crl_older": 2, "crl_foreign": 2,
                                     "crl_malformed": 1}
     assert Revocations(None).offer(der(5)) is None  # open mode holds none
 
