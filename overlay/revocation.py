@@ -6,7 +6,7 @@ decided by that number, never by a clock (boxes have none). Nodes hold the highe
 numbered CRL they have seen that the CA signed, and spread it through the overlay.
 
 A CRL names certificate serial numbers. Serials of CA-issued node certificates embed the
-node's Node-ID (`node_serial`), so a CRL names the boxes it drops: a node refuses any
+node's Node-ID (`identity.node_serial`), so a CRL names the boxes it drops: a node refuses any
 message from a revoked Node-ID, whatever certificate it presents, and forgets what it
 knows of it (ring entries, records it owns). Revoking a certificate therefore revokes the
 box's key: a revoked box needs a new key (a new Node-ID) to be certified again.
