@@ -59,7 +59,7 @@ class StreamConnection(asyncio.Protocol):
         self.framer = StreamFramer()
         self.pings_answered = 0
         self.pending: list[bytes] = []  # written before the connection was up
-        self.keys: list[tuple[str, int]] = []
+        self.keys: list[tuple[str, str, int]] = []  # (kind, host, port) it is found by
         self.peer = ("", 0)
         self.dead = False
         self.closed: asyncio.Future[None] = owner._loop.create_future()
