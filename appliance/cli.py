@@ -112,7 +112,9 @@ def _status(data_dir: Path, as_json: bool) -> int:
         print(json.dumps(status, indent=2))
         return 0
     node = status["node"]
-    print(f"node: SIP port {node['sip_port']} on {node['bind']}, registration {node['policy']}, "
+    tls = f", TLS port {node['tls_port']}" if node.get("tls_port") else ""
+    print(f"node: SIP port {node['sip_port']}{tls} on {node['bind']}, "
+          f"registration {node['policy']}, "
           f"up {node['uptime_seconds']}s, data in {node['data_dir']}")
     regs = status["registrations"]
     print(f"registrations: {len(regs)}")
