@@ -51,10 +51,9 @@ class Replicas:
     def _accept_records(
         self, records: Iterable[Record], src: NodeRef, replica: bool = False
     ) -> tuple[int, int, int]:
-        """Verify and store copies: (accepted, rejected, of which in use by another
-        owner). `replica`: pushed by a primary (so our holding it is confirmed); a first
-        copy we are not primary for gets re-homed at the next sync. Ownership and the
-        bounds: claims.py."""
+        """Verify and store copies: (accepted, rejected, of which in use by another owner,
+        claims.py). `replica`: pushed by a primary (so our holding it is confirmed); a
+        first copy we are not primary for gets re-homed at the next sync."""
         accepted = rejected = in_use = 0
         changed = False
         now = self._now
