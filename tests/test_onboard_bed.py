@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from meshbed import MeshBed, netns_available
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
+from phones.linphone import Linphone, linphonec_binary
 from phones.nsexec import in_netns
 from phones.sipp import sipp_binary
-from test_mesh_calls import FAST, assert_call, logs, one_ring, overlays, wait_for
+from test_mesh_calls import FAST, assert_call, call, logs, one_ring, overlays, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 NETNS_REASON = netns_available()
@@ -146,3 +147,32 @@ def test_desk_phones_plug_in_get_a_number_register_and_are_called(make_bed):
     status, text = fetch(bed, 2, own_file, PHONES["yealink"][1])
     assert status == 200, text
     assert account("yealink", text)[0] not in extensions
+
+
+@pytest.mark.skipif(linphonec_binary() is None, reason="linphonec not installed (linphone-cli)")
+def test_a_linphone_given_only_the_enrol_link_registers_and_is_called(make_bed, tmp_path):
+    bed = make_bed(2)  # the box in host 0, the Linphone in host 1
+    node = bed.node(0, config=bed_config(bed, 0))  # enrolment closed: the token is enough
+    out = bed.exec(0, [sys.executable, "-m", "appliance.cli", "enroll", "--linphone",
+                       "--data-dir", str(node.data_dir)], cwd=REPO, timeout=30)
+    assert out.returncode == 0, out.stderr
+    url = re.search(r"http://\S+", out.stdout)
+    extension = re.search(r"Extension (\d+)", out.stdout)
+    assert url and extension and "█" in out.stdout, out.stdout  # and a QR code
+    phone = Linphone(bed, 1, extension.group(1), box=bed.addr(0), workdir=tmp_path / "lp")
+    phone.rc.write_text(  # ports and no STUN (the bed has no way out), then only the link
+        "[sip]\nsip_port=5070\nsip_tcp_port=-1\nsip_tls_port=-1\n"
+        "[net]\nstun_server=\nfirewall_policy=0\nipv6_enabled=0\n"
+        "[rtp]\naudio_rtp_port=7078\n"
+        f"[misc]\nenable_lime=0\nconfig-uri={url.group(0)}\n")
+    phone.start()
+    try:
+        phone.wait_registered(timeout=60)
+        result, _ = call(bed, 0, node, extension.group(1))
+        phone.wait_output("Receiving new incoming call")
+        assert result.ok, f"{result.logs}\n{logs([node])}"
+    finally:
+        phone.stop()
+    # the link worked once: a second fetch gets no password
+    status, text = fetch(bed, 1, url.group(0), "Unknown")
+    assert status == 403 and "passwd" not in text, text
