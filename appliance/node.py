@@ -27,7 +27,7 @@ from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
-from .onboard.service import Onboarding, on_lost
+from .onboard.service import SIP_SERVICE, Onboarding, on_lost
 from .phone_tls import PhoneTlsError, tls_settings
 from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
@@ -149,6 +149,7 @@ class Node:
         self.location.claims = self._claim
         self.mesh.on_lost = on_lost(self, self.onboard)
         self.own.add_names([self.mesh.discovery.server])
+        self.mesh.discovery.services[SIP_SERVICE] = self.transport.local_port  # for phones
         self.mesh.on_addresses = self._links_changed
         await self.mesh.start()
         for extension, present in self._pending_publish:

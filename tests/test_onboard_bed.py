@@ -47,6 +47,32 @@ def bed_config(bed: MeshBed, window: int) -> str:
             f'[enroll]\nsecret = "one deployment"\nwindow = {window}\n')
 
 
+BROWSE = """
+import sys, time
+from zeroconf import ServiceBrowser, Zeroconf
+zc, found = Zeroconf(interfaces=[sys.argv[1]]), set()
+class Listener:
+    def add_service(self, zc, kind, name):
+        info = zc.get_service_info(kind, name, 3000)
+        if info is not None:
+            found.update(f"{a}:{info.port}" for a in info.parsed_addresses())
+    update_service = remove_service = lambda *a: None
+browser = ServiceBrowser(zc, "_sip._udp.local.", Listener())
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and len(found) < int(sys.argv[2]):
+    time.sleep(0.2)
+print(" ".join(sorted(found)))
+zc.close()
+"""
+
+
+def sip_services(bed: MeshBed, i: int, want: int) -> set[str]:
+    """`_sip._udp` services host i finds by DNS-SD (mDNS inside the bed)."""
+    out = bed.exec(i, [sys.executable, "-c", BROWSE, bed.addr(i), str(want)], timeout=60)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
 def fetch(bed: MeshBed, i: int, url: str, agent: str) -> tuple[int, str]:
     """GET url from host i's namespace with a phone's User-Agent: (status, text)."""
     def get() -> tuple[int, str]:
@@ -107,6 +133,8 @@ def test_desk_phones_plug_in_get_a_number_register_and_are_called(make_bed):
     nodes = {0: bed.node(0, config=bed_config(bed, 1800)),
              1: bed.node(1, config=bed_config(bed, 0))}
     wait_for("one ring", lambda: one_ring(overlays(bed, nodes)), nodes, 90.0, poll=0.5)
+    # a softphone that looks for SIP servers on its link finds both boxes
+    assert sip_services(bed, 2, 2) == {f"{bed.addr(0)}:5060", f"{bed.addr(1)}:5060"}
     extensions, figures = set(), {}
     for vendor, (mac, agent, _) in PHONES.items():
         t0 = time.monotonic()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshsip.onboard")
 PROV = "/prov/"
+SIP_SERVICE = "_sip._udp.local."  # DNS-SD: the box's SIP service, on the links mDNS uses
 ASKED_MAX = 1024  # phones remembered from plug-and-play (oldest forgotten first)
 TOKENS_MAX = 64  # one-time Linphone tokens outstanding
 ARP = Path("/proc/net/arp")
