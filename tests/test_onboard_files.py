@@ -12,6 +12,7 @@ import pytest
 from appliance.claims import ACCEPTED, IN_USE
 from appliance.onboard.alloc import ALLOC_PREFIX, Allocator, candidates, password_for, proof
 from appliance.onboard.files import Account, normal_mac, render, vendor_of, wanted
+from appliance.onboard.panel import render_panel
 from appliance.onboard.pnp import check_sync, notify, ok_response, parse_subscribe
 from appliance.onboard.service import AllocatedUsers, neighbours
 from overlay.sip.message import Request, Response, parse_message
@@ -145,3 +146,11 @@ def test_neighbour_table(tmp_path: Path):
                    "10.99.0.13 0x1 0x0 00:00:00:00:00:00 * eth0\n")
     assert neighbours(arp) == {"10.99.0.12": "aabbcc001122"}
     assert neighbours(tmp_path / "none") == {}
+
+
+def test_the_status_page_shows_the_latest_linphone_link_as_a_qr_code():
+    status = {"open_seconds_left": 0}
+    html = render_panel(("http://10.0.0.1/prov/linphone/t0k.xml", "2042"), status, "10.0.0.1")
+    assert "<svg" in html and "2042" in html and "enroll --open" in html
+    assert "<svg" not in render_panel(None, {"open_seconds_left": 600}, "<b>")
+    assert "&lt;b&gt;" in render_panel(None, {"open_seconds_left": 600}, "<b>")

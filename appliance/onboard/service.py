@@ -28,6 +28,7 @@ from overlay.sip.routing import Address, local_ip_for
 from ..web.http import Request, Response
 from .alloc import ALLOC_PREFIX, Allocator, password_for
 from .files import Account, render, wanted, yealink_common
+from .panel import render_panel
 from .pnp import PnpListener, Subscribe, check_sync
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Onboarding:
         self.asked: OrderedDict[str, Address] = OrderedDict()  # MAC -> phone's SIP address
         self.tokens: OrderedDict[str, str] = OrderedDict()  # token -> phone key
         self.open_until = 0.0
+        self.shown: tuple[str, str] | None = None  # the latest unused Linphone link, ext
         self.window = c.enroll_window
         self.pnp = PnpListener(self._answer, node.transport.send, c.sip_port)
         node.web.routes.add_prefix(PROV, self._serve)
@@ -137,6 +139,12 @@ class Onboarding:
                 "allocations": len(self.allocator.by_key),
                 "extensions": f"{self.allocator.first}-{self.allocator.last}",
                 "counters": dict(self.counters + self.pnp.counters) | self.allocator.stats}
+
+    def panel(self) -> str:
+        """HTML for the status page's "Add a phone" part."""
+        mesh = self.node.mesh
+        return render_panel(self.shown, self.status(),
+                            mesh.service.ref.host if mesh else self.node.config.bind)
 
     # -- plug-and-play -------------------------------------------------------------------------
     def _answer(self, sub: Subscribe) -> tuple[str, str] | None:
@@ -222,10 +230,14 @@ class Onboarding:
         while len(self.tokens) > TOKENS_MAX:
             self.tokens.popitem(last=False)
         host = self.node.mesh.service.ref.host if self.node.mesh else self.node.config.bind
-        return {"url": f"{self._base(host)}linphone/{token}.xml", "extension": extension}
+        url = f"{self._base(host)}linphone/{token}.xml"
+        self.shown = (url, extension)
+        return {"url": url, "extension": extension}
 
     async def _linphone(self, request: Request, token: str) -> Response:
         key = self.tokens.pop(token, None)  # one time: a second fetch gets nothing
+        if self.shown is not None and token in self.shown[0]:
+            self.shown = None
         if key is None:
             self.counters["files_refused"] += 1
             return Response.text(403, "Unknown or used enrolment link")
