@@ -97,6 +97,9 @@ class Allocator:
         """The extension of phone `key`: its own again, else a free one (None: no room)."""
         async with self._lock:
             known = self.by_key.get(key)
+            if known is None and len(self.by_key) > self.last - self.first:
+                self.stats["exhausted"] += 1
+                return None
             order = candidates(key, self.first, self.last)
             for extension in ([known] if known else []) + list(order):
                 outcome = await self._claim(ALLOC_PREFIX + extension, proof(key), False)
