@@ -4,6 +4,7 @@ probe sequence and derived passwords (appliance/onboard)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -154,3 +155,17 @@ def test_the_status_page_shows_the_latest_linphone_link_as_a_qr_code():
     assert "<svg" in html and "2042" in html and "enroll --open" in html
     assert "<svg" not in render_panel(None, {"open_seconds_left": 600}, "<b>")
     assert "&lt;b&gt;" in render_panel(None, {"open_seconds_left": 600}, "<b>")
+
+
+def test_mangled_subscribes_never_raise():
+    rng = random.Random(12)
+    for _ in range(3000):
+        data = bytearray(SNOM)
+        for _ in range(rng.randint(1, 8)):
+            at = rng.randrange(len(data))
+            data[at:at + rng.randint(0, 3)] = bytes(rng.randrange(256) for _ in range(
+                rng.randint(0, 3)))
+        sub = parse_subscribe(bytes(data), ("UDP", "10.0.0.2", 5060))
+        if not isinstance(sub, str):
+            ok_response(sub, "t")
+            notify(sub, "t", "10.0.0.1", 5060, "http://10.0.0.1/prov/")

@@ -56,7 +56,7 @@ def parse_subscribe(data: bytes, source: Address) -> Subscribe | str:
     event = request.get("Event") or ""
     if event.split(";", 1)[0].strip().lower() != "ua-profile":
         return "pnp_other_event"
-    mac = normal_mac(request.uri.user or "")
+    mac = normal_mac(getattr(request.uri, "user", None) or "")
     if mac is None:
         return "pnp_no_mac"
     hint = event.lower().split("vendor=", 1)[1] if "vendor=" in event.lower() else ""
@@ -95,7 +95,7 @@ def notify(sub: Subscribe, tag: str, local: str, port: int, url: str) -> bytes:
              "Subscription-State: terminated;reason=timeout",
              "Content-Type: application/url",
              f"Content-Length: {len(body)}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
 
 
 def check_sync(mac: str, phone: Address, local: str, port: int) -> bytes:
