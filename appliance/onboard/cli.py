@@ -70,8 +70,9 @@ def main(argv: list[str]) -> int:
               f"configuration, or scan this code. The link works once.\n\n{reply['url']}\n")
         print(qr_text(reply["url"]))
         return 0
-    state = (f"open for {reply['open_seconds_left'] // 60} min "
-             f"{reply['open_seconds_left'] % 60} s" if reply["open"] else "closed")
+    minutes, seconds = divmod(reply["open_seconds_left"], 60)
+    state = (f"open for {minutes} min{f' {seconds} s' if seconds else ''}" if reply["open"]
+             else "closed")
     print(f"enrolment {state}; {reply['allocations']} phones hold extensions "
           f"({reply['extensions']}) on this box")
     return 0

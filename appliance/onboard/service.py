@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import secrets
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -135,7 +136,7 @@ class Onboarding:
 
     def status(self) -> dict[str, Any]:
         left = self.open_until - asyncio.get_running_loop().time()
-        return {"open": left > 0, "open_seconds_left": max(0, int(left)),
+        return {"open": left > 0, "open_seconds_left": max(0, math.ceil(left)),
                 "allocations": len(self.allocator.by_key),
                 "extensions": f"{self.allocator.first}-{self.allocator.last}",
                 "counters": dict(self.counters + self.pnp.counters) | self.allocator.stats}
