@@ -137,7 +137,7 @@ def test_fifty_phones_on_five_boxes_get_fifty_numbers_also_across_a_partition(ma
     rest, _ = phones[winner].communicate(timeout=10)
     assert not rest.strip(), rest  # no check-sync for the winner
     resync = rows(phones[loser], 10)
-    assert len(resync) == 1 and resync[0]["resync"], resync
+    assert len(resync) == 1 and resync[0]["resync"], f"no check-sync for either phone: {resync}"
     new = resync[0]["extension"]
     assert new not in before and new not in extensions.values(), (new, before)
     stats = enrol_stats(bed, nodes)
