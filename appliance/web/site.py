@@ -113,7 +113,8 @@ class Website:
     async def document(self) -> dict[str, Any]:
         """`/api/status`: the node's status and the overlay as this box sees it."""
         others = await self.survey.refresh()
-        return self.node.status() | overview(self.this_box(), others, time.monotonic())
+        doc = self.node.status() | overview(self.this_box(), others, time.monotonic())
+        return doc | {"enrolment": self.node.onboard.panel()}  # appliance/onboard
 
     # -- routes ----------------------------------------------------------------------------
     async def _page(self, request: Request) -> Response:
