@@ -16,12 +16,14 @@ from pathlib import Path
 import memory
 import parse_rate
 import register_rate
+import web_rate
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
     ("memory", memory.main),
+    ("web_rate", web_rate.main),
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes
 # in network namespaces (root only).

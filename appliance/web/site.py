@@ -79,8 +79,9 @@ class Website:
 
     async def _note_members(self) -> None:
         while True:
-            if self.survey.note_members():
-                await self.survey.refresh()
+            new = self.survey.note_members()
+            if new:  # one request to each new box (a cold start of n boxes: n - 1 each)
+                await self.survey.ask(new)
             await asyncio.sleep(NOTE_SECONDS)
 
     async def close(self) -> None:

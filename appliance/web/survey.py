@@ -81,13 +81,13 @@ class Survey:
     def view(self) -> list[BoxView]:
         return sorted(self.boxes.values(), key=lambda b: b.node_id)
 
-    def note_members(self) -> bool:
+    def note_members(self) -> list[BoxView]:
         """Remember the boxes the ring knows now, without asking them anything (the node
         calls this every few seconds): a box killed while nobody looked is still known,
-        and its silence counted from when the ring last held it. True when a box is new
-        (the node then surveys once, to learn its name while it answers)."""
+        and its silence counted from when the ring last held it. Returns the boxes new
+        to the table (the node asks each once, to learn its name while it answers)."""
         now = time.monotonic()
-        new = False
+        new = []
         members = dict(self.members()[:MAX_ASKED])
         for box in self.boxes.values():
             box.in_ring = box.node_id in members
@@ -98,16 +98,21 @@ class Survey:
             if box is None or box.address != host:
                 self.boxes[node_id] = BoxView(node_id, host, alive_at=now,
                                               name=box.name if box else "")
-                new = True
+                new.append(self.boxes[node_id])
         self._forget(now)
         return new
 
     async def _survey(self) -> None:
         self.note_members()
-        asked = list(self.boxes.values())
-        results = await asyncio.gather(*(self._ask(b) for b in asked))
+        await self.ask(list(self.boxes.values()))
+        self._done_at = time.monotonic()
+        self.rounds += 1
+
+    async def ask(self, boxes: list[BoxView]) -> None:
+        """Asks these boxes for their summaries, all at once."""
+        results = await asyncio.gather(*(self._ask(b) for b in boxes))
         done = time.monotonic()
-        for box, (summary, sent_wall, error) in zip(asked, results, strict=True):
+        for box, (summary, sent_wall, error) in zip(boxes, results, strict=True):
             if summary is not None and summary.get("node_id") != box.node_id:
                 summary, error = None, "another box answers at this address"
             if summary is None:
@@ -115,8 +120,6 @@ class Survey:
                 continue
             _apply(box, summary, sent_wall)
             box.answering, box.alive_at, box.error = True, done, ""
-        self._done_at = done
-        self.rounds += 1
 
     async def _ask(self, box: BoxView) -> tuple[dict[str, Any] | None, float, str]:
         sent = time.time()
