@@ -128,6 +128,18 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
     for i in (0, 1):
         seen = wait_for(f"box {i} shows mesh-3 not answering", lambda i=i: shown_dead(i), 60)
         print(f"box {i} shows the killed box as not answering after {seen:.1f}s")
+
+    def ring_dropped(i: int) -> bool:
+        ring = status(bed, i)["overlay"]
+        return not any(dead["node_id"] in ref for ref in
+                       [*ring["successors"], ring["predecessor"] or ""])
+
+    dropped = wait_for("the ring drops mesh-3", lambda: ring_dropped(1), 120)
+    time.sleep(4)
+    print(f"box 1's ring dropped the killed box {dropped:.1f}s later; its page still shows it")
+    assert shown_dead(1)  # the page keeps a box its neighbours no longer hold ...
+    silent = next(b for b in status(bed, 1)["boxes"] if b["node_id"] == dead["node_id"])
+    assert silent["silent_seconds"] >= 4  # ... silent since they last held it
     dom, _ = page_dom(f"http://{bed.addr(1)}/", netns=bed.ns(1), workdir=tmp_path,
                       javascript=False)
     assert "box mesh-3 (10.99.0.13) has not answered for" in dom

@@ -169,8 +169,8 @@ def summary(node_id: str, **kw: Any) -> dict[str, Any]:
             "uptime_seconds": 60, "phones": ["2001"], "calls": [], "wall_clock": time.time()} | kw
 
 
-def make_survey(answers: dict[str, Any], members: list[tuple[str, str]]) -> tuple[Survey,
-                                                                                  list[str]]:
+def make_survey(answers: dict[str, Any],
+                members: list[tuple[str, str, bool]]) -> tuple[Survey, list[str]]:
     asked: list[str] = []
 
     async def fetch(host: str, port: int, path: str) -> dict[str, Any]:
@@ -184,8 +184,8 @@ def make_survey(answers: dict[str, Any], members: list[tuple[str, str]]) -> tupl
 
 
 def test_survey_answers_silence_and_impostors() -> None:
-    members = [("aa" * 16, "10.0.0.1"), ("bb" * 16, "10.0.0.2"), ("cc" * 16, "10.0.0.3"),
-               ("dd" * 16, "10.0.0.4")]
+    members = [("aa" * 16, "10.0.0.1", True), ("bb" * 16, "10.0.0.2", True),
+               ("cc" * 16, "10.0.0.3", True), ("dd" * 16, "10.0.0.4", False)]
     answers = {"10.0.0.1": summary("aa" * 16, phones=["1", "<b>", 5] + ["x" * 500]),
                "10.0.0.2": ConnectionRefusedError(111, "refused"),
                "10.0.0.3": summary("ee" * 16),  # another box at that address
@@ -216,7 +216,7 @@ def test_survey_answers_silence_and_impostors() -> None:
 
 
 def test_a_dead_box_stays_known_after_the_ring_drops_it() -> None:
-    members = [("aa" * 16, "10.0.0.1")]
+    members = [("aa" * 16, "10.0.0.1", True)]
     answers: dict[str, Any] = {"10.0.0.1": summary("aa" * 16, name="mesh-3")}
     survey, _ = make_survey(answers, members)
     asyncio.run(survey.refresh())

@@ -94,7 +94,12 @@ class Website:
         mesh = self.node.mesh
         if mesh is None:
             return []
-        return [(f"{ref.id:032x}", ref.host) for ref in mesh.service.node.known_nodes()]
+        ring = mesh.service.node
+        neighbours = {ref.id: ref for ref in
+                      [*ring.successors, *filter(None, [ring.predecessor])]}
+        return [(f"{ref.id:032x}", ref.host, ref.id in neighbours)
+                for ref in [*neighbours.values(),
+                            *(r for r in ring.known_nodes() if r.id not in neighbours)]]
 
     def this_box(self) -> ThisBox:
         node, mesh = self.node, self.node.mesh

@@ -34,7 +34,10 @@ MAX_PHONES = 1000  # per box
 MAX_CALLS = 200  # per box
 MAX_TEXT = 64
 
-Member = tuple[str, str]  # (node id hex, host) of a box the ring knows
+# (node id hex, host, neighbour) of a box the ring knows; a neighbour (successor or
+# predecessor) is one that stabilize keeps checking, so being one shows it alive; a finger
+# may stay long after its box died (a small ring does not refresh fingers)
+Member = tuple[str, str, bool]
 Fetch = Callable[[str, int, str], Awaitable[dict[str, Any]]]
 
 
@@ -88,12 +91,13 @@ class Survey:
         to the table (the node asks each once, to learn its name while it answers)."""
         now = time.monotonic()
         new = []
-        members = dict(self.members()[:MAX_ASKED])
+        members = {node_id: (host, neighbour)
+                   for node_id, host, neighbour in self.members()[:MAX_ASKED]}
         for box in self.boxes.values():
             box.in_ring = box.node_id in members
-            if box.in_ring:
+            if box.in_ring and members[box.node_id][1]:
                 box.alive_at = now
-        for node_id, host in members.items():
+        for node_id, (host, _) in members.items():
             box = self.boxes.get(node_id)
             if box is None or box.address != host:
                 self.boxes[node_id] = BoxView(node_id, host, alive_at=now,
