@@ -79,9 +79,12 @@ class Website:
 
     async def _note_members(self) -> None:
         while True:
-            new = self.survey.note_members()
-            if new:  # one request to each new box (a cold start of n boxes: n - 1 each)
-                await self.survey.ask(new)
+            try:
+                new = self.survey.note_members()
+                if new:  # one request to each new box (a cold start of n boxes: n - 1 each)
+                    await self.survey.ask(new)
+            except Exception:  # a slip here must not end the noting for good
+                log.exception("noting the ring's boxes failed")
             await asyncio.sleep(NOTE_SECONDS)
 
     async def close(self) -> None:

@@ -150,7 +150,10 @@ class Survey:
 
 
 def _text(value: Any) -> str:
-    return value[:MAX_TEXT] if isinstance(value, str) else ""
+    """A bounded, printable string (no control characters for a terminal to obey)."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c for c in value[:MAX_TEXT] if c.isprintable())
 
 
 def _apply(box: BoxView, summary: dict[str, Any], middle_wall: float) -> None:
