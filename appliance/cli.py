@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a node in the foreground")
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
     run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    run.add_argument("--tls-port", type=int,
+                     help="SIP over TLS port for phones (default 5061; 0: no TLS port)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--overlay", type=_overlay_name,
                      help=f"overlay name shared by the boxes of one deployment ({RULE})")
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="show the boxes, phones, calls and problems")
     status.add_argument("--json", action="store_true",
                         help="print the status document (as /api/status) as JSON")
+    sub.add_parser("ca", add_help=False,
+                   help="the deployment CA: init, issue, revoke (meshsip ca --help)")
     sub.add_parser("sim", add_help=False,
                    help="run the deterministic overlay simulator (meshsip sim --help)")
     return parser
@@ -61,12 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         from overlay.sim.cli import main as sim_main  # the simulator loads only when asked
 
         return sim_main(argv[1:])
+    if argv[:1] == ["ca"]:
+        from .pki import main as ca_main
+
+        return ca_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, {
             "data_dir": args.data_dir,
             "bind": getattr(args, "bind", None),
             "sip_port": getattr(args, "sip_port", None),
+            "tls_port": getattr(args, "tls_port", None),
             "log_level": getattr(args, "log_level", None),
             "overlay": getattr(args, "overlay", None),
             "discovery": getattr(args, "discovery", None),
@@ -83,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Any) -> int:
-    # loaded only to run a node: `meshsip status` starts in a third of the time without it
-    from .node import NodeError, serve
+    from .node import NodeError, serve  # here: `meshsip status` need not load the node
 
     logging.basicConfig(
         level=config.log_level.upper(), stream=sys.stderr,

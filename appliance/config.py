@@ -31,6 +31,7 @@ def default_data_dir() -> Path:
 class Config:
     bind: str = "0.0.0.0"
     sip_port: int = 5060
+    tls_port: int = 5061  # SIP over TLS for phones (0: none); box links use sip_port
     data_dir: Path = field(default_factory=default_data_dir)
     t1_ms: int = 500  # RFC 3261 T1; smaller on fast private links makes timeouts come sooner
     policy: str = "open"  # "open": first come, first bound; "digest": passwords in users_file
@@ -57,7 +58,7 @@ class Config:
 
 # TOML layout: section -> {key in the file: Config attribute}
 _LAYOUT: dict[str, dict[str, str]] = {
-    "sip": {"bind": "bind", "port": "sip_port", "t1_ms": "t1_ms"},
+    "sip": {"bind": "bind", "port": "sip_port", "tls_port": "tls_port", "t1_ms": "t1_ms"},
     "node": {"data_dir": "data_dir", "log_level": "log_level", "name": "box_name"},
     "web": {"port": "web_port", "operator_password": "web_operator_password"},
     "overlay": {
@@ -136,6 +137,8 @@ def _check(config: Config, path: Path | None) -> None:
     where = f"{path}: " if path else ""
     if not 0 <= config.sip_port <= 65535:
         raise ConfigError(f"{where}SIP port {config.sip_port} is not between 0 and 65535")
+    if not 0 <= config.tls_port <= 65535:
+        raise ConfigError(f"{where}sip.tls_port {config.tls_port} is not between 0 and 65535")
     if config.web_port is not None and not 0 <= config.web_port <= 65535:
         raise ConfigError(f"{where}web port {config.web_port} is not between 0 and 65535")
     if not 1 <= len(config.box_name) <= 64 or not config.box_name.isprintable():

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import memory
+import overlay_rate
 import parse_rate
 import register_rate
 import web_rate
@@ -23,6 +24,7 @@ BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
     ("memory", memory.main),
+    ("overlay_rate", overlay_rate.main),
     ("web_rate", web_rate.main),
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes

@@ -50,14 +50,21 @@ class Replicas:
 
     def _accept_records(
         self, records: Iterable[Record], src: NodeRef, replica: bool = False
-    ) -> tuple[int, int]:
-        """Verify and store copies. `replica`: pushed by a primary (so our holding it is
-        confirmed); a first copy we are not primary for gets re-homed at the next sync."""
-        accepted = rejected = 0
+    ) -> tuple[int, int, int]:
+        """Verify and store copies: (accepted, rejected, of which in use by another owner,
+        claims.py). `replica`: pushed by a primary (so our holding it is confirmed); a
+        first copy we are not primary for gets re-homed at the next sync."""
+        accepted = rejected = in_use = 0
         changed = False
         now = self._now
         newer: list[Record] = []  # what we hold that beats the copies their owner sent
         from_owner = src.id != self.id
+        records = tuple(records)
+        cap = self.config.max_records_per_message
+        if len(records) > cap:  # the rest is refused and counted
+            rejected = len(records) - cap
+            self.stats["records_over_cap"] += rejected
+            records = records[:cap]
         for rec in records:
             spent = self.store.spent(rec.identity, rec.sequence, now)
             if spent is not None:
@@ -82,9 +89,10 @@ class Replicas:
                         st.drop_at = math.inf  # a primary counts on this copy
                     accepted += 1
                     continue
-            if not verify_record(rec, self.signer):
+            refusal = self._refusal(rec, src, replica)
+            if refusal is not None:
                 rejected += 1
-                self._reject(rec, src, "bad signature")
+                in_use += refusal == "in use"
                 continue
             accepted += 1
             if self.store.put(rec, now):
@@ -99,12 +107,25 @@ class Replicas:
             self._schedule_sync()
         if newer:  # an owner that lost its counter learns where to go on from
             self._request(src, Transfer, None, records=tuple(newer))
-        return accepted, rejected
+        return accepted, rejected, in_use
+
+    def _refusal(self, rec: Record, src: NodeRef, replica: bool) -> str | None:
+        """Why a new version may not be stored (None: it may): its signature, then
+        ownership and the bounds (claims.py)."""
+        if not verify_record(rec, self.signer):
+            self._reject(rec, src, "bad signature")
+            return "bad signature"
+        if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:
+            self._recheck_claims(rec.resource_id)  # another box's: do we still own it?
+        refusal = self._admit(rec, src, replica)
+        if refusal is not None:
+            self._events.append(RecordRejected(rec, src, refusal))
+        return refusal
 
     def _on_store(self, m: Store | Transfer) -> None:
         replica = isinstance(m, Store) and m.replica
-        accepted, rejected = self._accept_records(m.records, m.src, replica)
-        self._reply(m, Stored, accepted=accepted, rejected=rejected)
+        accepted, rejected, in_use = self._accept_records(m.records, m.src, replica)
+        self._reply(m, Stored, accepted=accepted, rejected=rejected, in_use=in_use)
 
     def _on_fetch(self, m: Fetch) -> None:
         good = []
@@ -133,6 +154,7 @@ class Replicas:
     def _sync(self) -> None:
         now = self._now
         self.store.expire(now)
+        self._expire_lost()
         full = now >= self._next_full_push
         if full:
             c = self.config

@@ -539,12 +539,13 @@ class MeshBed:
              port: int = 5060, data_dir: Path | None = None,
              env: dict[str, str] | None = None) -> NodeProcess:
         """`python -m appliance.cli run` in host i's namespace, bound to its address, on the
-        standard SIP port, with no config file (unless config= gives one). Waits for ready;
+        standard SIP and TLS ports, with no config file (unless config= gives one). Waits for ready;
         stopped at teardown (which asserts it exits with 0). The data directory is the
         host's own (kept across restarts, as a box's SD card) unless data_dir= gives one;
         env= adds to its environment (libfaketime, for a box whose clock is wrong)."""
         return self._nodes(self.workdir, *extra_args, config=config, port=port,
-                           netns=self.ns(i), host=self.addr(i), data_dir=data_dir, env=env)
+                           netns=self.ns(i), host=self.addr(i), data_dir=data_dir,
+                           tls_port=5061, env=env)
 
     def stop_node(self, node: NodeProcess) -> int:
         """SIGTERM a node (a box switched off) and wait; returns its exit code."""
@@ -566,7 +567,8 @@ class MeshBed:
         harness phone has its own SIP and control ports.
         """
         kw.setdefault("workdir", self.workdir / f"baresip-{extension}-n{i}")
-        phone = Baresip(extension, node.port, node_host=node.host, netns=self.ns(i),
+        port = node.tls_port if kw.get("transport") == "tls" else node.port
+        phone = Baresip(extension, port, node_host=node.host, netns=self.ns(i),
                         bind=self.addr(i), **kw)
         self._phones.append(phone)
         return phone.start()
