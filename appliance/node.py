@@ -24,6 +24,7 @@ from .addresses import OwnAddresses, default_names
 from .auth import DigestPolicy
 from .config import Config
 from .control import ControlServer
+from .limits import Limits, binding_caps, sip_limiter
 from .mesh import Mesh, MeshConfig
 from .proxy import Proxy
 from .registrar import Clocks, Location
@@ -38,8 +39,11 @@ class NodeError(Exception):
 
 
 class Node:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, limits: Limits | None = None) -> None:
         self.config = config
+        self.limits = limits = limits or Limits()
+        self.sip_limiter = sip_limiter(limits)  # per source IP, before parsing
+        self._saved_at = -limits.bindings_save_seconds
         self.data_dir = config.data_dir
         self.started_at = time.time()
         self.counters = {"parse_errors": 0, "bad_requests_answered": 0}
@@ -67,8 +71,12 @@ class Node:
         self.location = Location(
             min_expires=config.min_expires, max_expires=config.max_expires,
             default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,
+            caps=binding_caps(limits),
         )
-        self.txl = TransactionLayer(t1=config.t1_ms / 1000.0)
+        self.txl = TransactionLayer(t1=config.t1_ms / 1000.0,
+                                    max_servers=limits.max_server_transactions,
+                                    max_invite_servers=limits.max_invite_servers,
+                                    retry_after=limits.retry_after)
         self.own = OwnAddresses(config.bind, config.sip_port, default_names())
         self.proxy = Proxy(self.txl, self.location, self._local_address, self.token, self.own)
         self.resolver = Resolver()
@@ -173,10 +181,13 @@ class Node:
             self._pump(loop.time())
             for b in self.location.expire(loop.time()):
                 log.info("registration of %s at %s expired", b.extension, b.contact)
-            if self.location.changed:
+            # At most every bindings_save_seconds: SD cards wear out (and stop() saves).
+            if self.location.changed and \
+                    loop.time() - self._saved_at >= self.limits.bindings_save_seconds:
                 self._save_bindings()
 
     def _save_bindings(self) -> None:
+        self._saved_at = asyncio.get_running_loop().time()
         try:
             self.location.save(self.bindings_file, Clocks.read(asyncio.get_running_loop().time()))
         except OSError as exc:
@@ -185,6 +196,10 @@ class Node:
     # -- message path ---------------------------------------------------------------------
     def _on_message(self, data: bytes, source: Address) -> None:
         now = asyncio.get_running_loop().time()
+        # Phones' SIP over its per-source rate is dropped unparsed (see limits.py); box-to-box
+        # messages have their own limit at the overlay service.
+        if b"DHT-NodeID" not in data and not self.sip_limiter.allow(source[1], now):
+            return
         try:
             message = parse_message(data)
             if message.get("DHT-NodeID") is not None:
@@ -281,7 +296,8 @@ class Node:
             "registrations": registrations,
             "calls": self.proxy.status(now),
             "counters": self.counters | self.proxy.counters | self.transport.counters
-            | self.txl.stats | self.resolver.stats,
+            | self.txl.stats | self.resolver.stats | self.location.stats
+            | {"sip_rate_limited": self.sip_limiter.refused},
             "overlay": self.mesh.status() if self.mesh is not None else None,
             "sip_addresses": self.own.status(),
         }

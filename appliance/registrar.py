@@ -76,6 +76,19 @@ class Binding:
         return parse_name_addr(f"<{self.contact}>")
 
 
+@dataclass(frozen=True)
+class BindingCaps:
+    """How many bindings the table holds in all, per source IP (but `exempt` sources) and
+    per extension. Over the first two: 503 with Retry-After; over the last: 403."""
+
+    total: int = 60_000
+    per_source: int = 1000
+    per_extension: int = 10
+    known: int = 100_000
+    exempt: frozenset[str] = frozenset()
+    retry_after: int = 5
+
+
 class Location:
     """Bindings by extension, with the registration rules applied to them."""
 
@@ -87,9 +100,15 @@ class Location:
         default_expires: int = 3600,
         open_policy: bool = True,
         auth: AuthCheck | None = None,
+        caps: BindingCaps | None = None,
     ) -> None:
         self.bindings: dict[str, list[Binding]] = {}
-        self.known: set[str] = set()  # extensions seen before: 480 rather than 404 when away
+        # Extensions seen before (480 rather than 404 when away), oldest first, bounded.
+        self.known: dict[str, None] = {}
+        self.caps = caps or BindingCaps()
+        self.count = 0  # bindings held (live or not yet swept)
+        self._per_source: dict[str, int] = {}  # bindings held by source IP
+        self.stats = {"registrations_refused_full": 0}
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -105,16 +124,32 @@ class Location:
             self.observer(extension, present)
 
     def lookup(self, extension: str, now: float) -> list[Binding]:
-        bindings = [b for b in self.bindings.get(extension, ()) if b.expires_at > now]
-        if not bindings and self.bindings.pop(extension, None) is not None:
+        held = self.bindings.get(extension, ())
+        bindings = [b for b in held if b.expires_at > now]
+        if not bindings and held:
+            del self.bindings[extension]
+            self._count(held, -1)
             self._notify(extension, False)
         return bindings
+
+    def _count(self, bindings: list[Binding], sign: int) -> None:
+        per_source = self._per_source
+        self.count += sign * len(bindings)
+        for b in bindings:
+            ip = b.source[1]
+            n = per_source.get(ip, 0) + sign
+            if n > 0:
+                per_source[ip] = n
+            else:
+                per_source.pop(ip, None)
 
     def expire(self, now: float) -> list[Binding]:
         gone = []
         for ext in list(self.bindings):
             live = [b for b in self.bindings[ext] if b.expires_at > now]
-            gone.extend(b for b in self.bindings[ext] if b.expires_at <= now)
+            expired = [b for b in self.bindings[ext] if b.expires_at <= now]
+            self._count(expired, -1)
+            gone.extend(expired)
             if live:
                 self.bindings[ext] = live
             else:
@@ -185,19 +220,54 @@ class Location:
                 log.info("registered %s at %s for %ds from %s %s:%d",
                          extension, contact, expires, *source)
         if contacts:
-            self._set(extension, list(current.values()))
+            bindings = list(current.values())
+            refusal = self._over_caps(request, extension, bindings, source[1], tag)
+            if refusal is not None:
+                return refusal
+            self._set(extension, bindings)
         return self._ok(request, extension, now, tag)
+
+    def _over_caps(self, request: Request, extension: str, bindings: list[Binding],
+                   ip: str, tag: str) -> Response | None:
+        """A refusal when the new bindings of `extension` would pass a cap (BindingCaps)."""
+        caps, held = self.caps, self.bindings.get(extension, ())
+        if len(bindings) > caps.per_extension:
+            return make_response(request, 403, "Too many contacts", tag)
+        grows = len(bindings) - len(held)
+        if grows > 0 and self.count + grows > caps.total:
+            return self._full(request, "Registrations full", tag)
+        if ip not in caps.exempt:
+            mine = sum(b.source[1] == ip for b in bindings) - sum(b.source[1] == ip for b in held)
+            if mine > 0 and self._per_source.get(ip, 0) + mine > caps.per_source:
+                return self._full(request, "Too many registrations from your address", tag)
+        return None
+
+    def _full(self, request: Request, reason: str, tag: str) -> Response:
+        self.stats["registrations_refused_full"] += 1  # not logged: floods come this way
+        response = make_response(request, 503, reason, tag)
+        response.add("Retry-After", str(self.caps.retry_after))
+        return response
 
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True
-        had = extension in self.bindings
+        held = self.bindings.get(extension)
+        if held:
+            self._count(held, -1)
         if bindings:
             self.bindings[extension] = bindings
-            self.known.add(extension)
+            self._count(bindings, 1)
+            self._remember(extension)
         else:
             self.bindings.pop(extension, None)
-        if had != bool(bindings):
+        if bool(held) != bool(bindings):
             self._notify(extension, bool(bindings))
+
+    def _remember(self, extension: str) -> None:
+        known = self.known
+        if extension not in known:
+            known[extension] = None
+            if len(known) > self.caps.known:
+                del known[next(iter(known))]
 
     def _ok(self, request: Request, extension: str, now: float, tag: str) -> Response:
         response = make_response(request, 200, None, tag)
@@ -237,7 +307,8 @@ class Location:
             data = json.loads(path.read_text())
             rows = data["bindings"]
             down = self.downtime(data["saved"], clocks)
-            self.known.update(data.get("known", []))
+            for extension in data.get("known", []):
+                self._remember(str(extension))
         except FileNotFoundError:
             return 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -256,5 +327,6 @@ class Location:
                 if binding.extension not in self.bindings:
                     self._notify(binding.extension, True)
                 self.bindings.setdefault(binding.extension, []).append(binding)
+                self._count([binding], 1)
                 count += 1
         return count
