@@ -8,9 +8,8 @@ as links come and go.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,10 @@ from overlay.service import OverlayService, OverlaySettings, persisted_sequences
 from overlay.sip.routing import Address
 from overlay.sip.uri import uri_host
 
+from .finder import Finder
+from .limits import LOOPBACK, Limits
+
 log = logging.getLogger("meshsip.mesh")
-FIND_CACHE_SECONDS = 5.0  # repeated calls to one extension skip the lookup
 SEQUENCE_FILE = "record-sequence"
 
 
@@ -34,6 +35,7 @@ class MeshConfig:
     interfaces: list[str] | None
     seeds: list[str]
     transport: str = "auto"
+    limits: Limits = field(default_factory=Limits)
 
 
 class Mesh:
@@ -58,11 +60,16 @@ class Mesh:
         self.links = LinkWatcher(self._links_changed)
         # Told every snapshot of the box's addresses (at start, then on each change).
         self.on_addresses: Callable[[dict[str, list[str]]], None] | None = None
-        self._found: dict[str, tuple[float, list[str]]] = {}
+        self.finder = Finder(self._lookup, config.limits)
 
     def _new_service(self, host: str) -> OverlayService:
         self.contact = f"sip:{uri_host(host)}:{self._port}"  # where boxes send calls for our phones
-        settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
+        limits = self.config.limits
+        settings = OverlaySettings(
+            name=self.config.overlay, transport=self.config.transport,
+            source_rate=limits.overlay_rate, source_burst=limits.overlay_burst,
+            sources_tracked=limits.sources_tracked,
+            exempt=LOOPBACK if limits.exempt_loopback else frozenset())
         service = OverlayService(self.identity, settings, self._send, host, self._port,
                                  self.sequences)
         service.on_neighbors = self._remember
@@ -89,7 +96,7 @@ class Mesh:
         await self.service.stop()
         self.service = self._new_service(host)
         self.service.start()
-        self._found.clear()
+        self.finder.clear()
         for extension in self._published:
             self.service.publish(extension, self.contact)
 
@@ -128,6 +135,7 @@ class Mesh:
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:
         self._published.add(extension)
+        self.finder.invalidate(extension)  # "nobody serves it" is no longer true
         self.service.publish(extension, self.contact)
 
     def withdraw(self, extension: str) -> None:
@@ -136,23 +144,19 @@ class Mesh:
 
     async def find(self, extension: str) -> list[str]:
         """SIP URIs of the other boxes that serve `extension` (empty when none does)."""
-        now = time.monotonic()
-        cached = self._found.get(extension)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        return await self.finder.find(extension)
+
+    async def _lookup(self, extension: str) -> list[str]:
         records = await self.service.find(extension)
-        contacts = sorted({r.contact for r in records if r.contact != self.contact})
-        if contacts:
-            self._found[extension] = (now + FIND_CACHE_SECONDS, contacts)
-        return contacts
+        return sorted({r.contact for r in records if r.contact != self.contact})
 
     def forget(self, extension: str) -> None:
         """A cached box did not answer: the next call looks the extension up again."""
-        self._found.pop(extension, None)
+        self.finder.forget(extension)
 
     def status(self) -> dict[str, Any]:
         return self.service.status() | {
-            "discovery": "on" if self.config.discovery else "off",
+            "discovery": "on" if self.config.discovery else "off", "finds": dict(self.finder.stats),
             "peers_known": len(self.discovery.known_peers()),
         }
 

@@ -121,7 +121,7 @@ class Node:
         c = self.config
         host = c.bind if c.bind not in ("0.0.0.0", "::", "") else None
         mesh_config = MeshConfig(c.overlay, c.discovery, c.interfaces or None, c.seeds,
-                                 c.overlay_transport)
+                                 c.overlay_transport, self.limits)
         self.mesh = Mesh(mesh_config, self.identity, self.data_dir, self.transport.send, host,
                          self.transport.local_port)
         self.proxy.find_remote = self._find_remote

@@ -22,6 +22,7 @@ from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import SequenceCounter, resource_key
 from .chord.wire import WireCodec
 from .identity import NodeIdentity
+from .ratelimit import SourceLimiter
 from .sip.transaction import Address
 from .wakeup import Wakeup
 
@@ -39,6 +40,12 @@ class OverlaySettings:
     name: str = "meshsip"
     transport: str = "auto"  # "auto": UDP, TCP for messages too big for one datagram; "tcp"
     chord: chord.ChordConfig = field(default_factory=chord.ChordConfig)
+    # Messages a second from one source IP (and a burst), far above what a ring forming or
+    # churning sends; more is dropped unread (counted in "rate_limited").
+    source_rate: float = 500.0
+    source_burst: float = 2000.0
+    sources_tracked: int = 4096
+    exempt: frozenset[str] = frozenset()
 
 
 class OverlayService:
@@ -59,7 +66,9 @@ class OverlayService:
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
-        self.counters = {"received": 0, "sent": 0, "refused": 0}
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "rate_limited": 0}
+        self.limiter = SourceLimiter(settings.source_rate, settings.source_burst,
+                                     settings.sources_tracked, settings.exempt)
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
@@ -111,6 +120,9 @@ class OverlayService:
 
     # -- message path ---------------------------------------------------------------------
     def receive(self, data: bytes, source: Address) -> None:
+        if not self.limiter.allow(source[1], self._now()):
+            self.counters["rate_limited"] += 1
+            return
         # The codec answers what it refuses (403 Stale Date lets a box whose clock is
         # behind catch up; 428 asks a sender we hold no certificate for to send it again)
         # and sends a request again when a 428 answers it: the node sees neither.
