@@ -11,6 +11,8 @@ What happens over a limit, and why:
 - a table full (bindings, server transactions): 503 with Retry-After. This is rare for a
   well-behaved phone and tells it to wait, where silence would bring up to ten
   retransmissions each costing a parse.
+- a source over its bindings: its own oldest bindings go. It cannot fill the table, and a
+  phone at that address (behind the same NAT) is served again once the flood stops.
 - a lookup that found nobody: remembered for `negative_seconds`, so a flood of calls to
   an extension nobody serves asks the ring once per that time.
 """

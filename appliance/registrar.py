@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from overlay.sip.errors import SipParseError
@@ -78,8 +79,9 @@ class Binding:
 
 @dataclass(frozen=True)
 class BindingCaps:
-    """How many bindings the table holds in all, per source IP (but `exempt` sources) and
-    per extension. Over the first two: 503 with Retry-After; over the last: 403."""
+    """How many bindings the table holds in all (over it: 503 with Retry-After), per
+    source IP but `exempt` ones (over it: that source's oldest bindings go) and per
+    extension (over it: 403); how many extensions it remembers as once seen."""
 
     total: int = 60_000
     per_source: int = 1000
@@ -107,8 +109,9 @@ class Location:
         self.known: dict[str, None] = {}
         self.caps = caps or BindingCaps()
         self.count = 0  # bindings held (live or not yet swept)
-        self._per_source: dict[str, int] = {}  # bindings held by source IP
-        self.stats = {"registrations_refused_full": 0}
+        # Bindings held by source IP, oldest first: (extension, contact) -> None.
+        self._by_source: dict[str, dict[tuple[str, str], None]] = {}
+        self.stats = {"registrations_refused_full": 0, "bindings_evicted": 0}
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -133,15 +136,19 @@ class Location:
         return bindings
 
     def _count(self, bindings: list[Binding], sign: int) -> None:
-        per_source = self._per_source
+        by_source = self._by_source
         self.count += sign * len(bindings)
         for b in bindings:
-            ip = b.source[1]
-            n = per_source.get(ip, 0) + sign
-            if n > 0:
-                per_source[ip] = n
-            else:
-                per_source.pop(ip, None)
+            ip, key = b.source[1], (b.extension, b.contact)
+            mine = by_source.get(ip)
+            if sign > 0:
+                if mine is None:
+                    mine = by_source[ip] = {}
+                mine[key] = None
+            elif mine is not None:
+                mine.pop(key, None)
+                if not mine:
+                    del by_source[ip]
 
     def expire(self, now: float) -> list[Binding]:
         gone = []
@@ -237,10 +244,22 @@ class Location:
         if grows > 0 and self.count + grows > caps.total:
             return self._full(request, "Registrations full", tag)
         if ip not in caps.exempt:
-            mine = sum(b.source[1] == ip for b in bindings) - sum(b.source[1] == ip for b in held)
-            if mine > 0 and self._per_source.get(ip, 0) + mine > caps.per_source:
-                return self._full(request, "Too many registrations from your address", tag)
+            more = sum(b.source[1] == ip for b in bindings) - sum(b.source[1] == ip for b in held)
+            if more > 0:
+                self._make_room(ip, more, extension)
         return None
+
+    def _make_room(self, ip: str, more: int, extension: str) -> None:
+        """Over its cap, a source's oldest bindings go (of other extensions): one address
+        cannot fill the table, and once it stops flooding a phone there is served again."""
+        mine = self._by_source.get(ip, {})
+        over = len(mine) + more - self.caps.per_source
+        oldest = islice((k for k in mine if k[0] != extension), max(over, 0))
+        for ext, contact in list(oldest):
+            held = self.bindings.get(ext, [])
+            gone = [b for b in held if b.contact == contact and b.source[1] == ip]
+            self._set(ext, [b for b in held if b not in gone])
+            self.stats["bindings_evicted"] += 1
 
     def _full(self, request: Request, reason: str, tag: str) -> Response:
         self.stats["registrations_refused_full"] += 1  # not logged: floods come this way

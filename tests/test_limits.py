@@ -73,27 +73,29 @@ def _reply(request, status: int) -> Response:
 
 
 PHONE = ("UDP", "10.99.0.11", 5062)
+OTHER = ("UDP", "10.99.0.12", 5062)
 
 
-def test_bindings_capped_per_source_in_all_and_per_extension() -> None:
+def test_bindings_capped_in_all_per_source_and_per_extension() -> None:
     loc = Location(caps=BindingCaps(total=5, per_source=3, per_extension=2, retry_after=9))
     codes = [loc.register(register(f"10{i}", [f"<sip:p{i}@10.99.0.11>"]), PHONE, 0).status
-             for i in range(4)]
-    assert codes == [200, 200, 200, 503]
-    refused = loc.register(register("104", ["<sip:p4@10.99.0.11>"]), PHONE, 0)
-    assert refused.get("Retry-After") == "9"
-    # A refresh from the same source is not a new binding: still taken.
-    assert loc.register(register("100", ["<sip:p0@10.99.0.11>"], cseq=2), PHONE, 0).status == 200
+             for i in range(5)]
+    assert codes == [200] * 5  # over 3 from one address: its oldest went
+    assert sorted(loc.bindings) == ["102", "103", "104"]
+    assert loc.count == 3 and loc.stats["bindings_evicted"] == 2
+    # A refresh is not a new binding: nothing goes.
+    assert loc.register(register("102", ["<sip:p2@10.99.0.11>"], cseq=2), PHONE, 0).status == 200
+    assert sorted(loc.bindings) == ["102", "103", "104"]
     other = [loc.register(register(f"20{i}", [f"<sip:q{i}@10.99.0.12>"]),
-                          ("UDP", "10.99.0.12", 5062), 0).status for i in range(3)]
-    assert other == [200, 200, 503]  # 5 in all
+                          ("UDP", "10.99.0.12", 5062), 0) for i in range(3)]
+    assert [r.status for r in other] == [200, 200, 503]  # 5 in all
+    assert other[2].get("Retry-After") == "9"
     three = ["<sip:a@10.99.0.13>", "<sip:b@10.99.0.13>", "<sip:c@10.99.0.13>"]
     assert loc.register(register("300", three), ("UDP", "10.99.0.13", 1), 0).status == 403
-    assert loc.count == 5 and loc.stats["registrations_refused_full"] == 3
-    # Expiry frees room.
-    loc.expire(10_000)
+    assert loc.count == 5 and loc.stats["registrations_refused_full"] == 1
+    loc.expire(10_000)  # expiry frees room
     assert loc.count == 0
-    assert loc.register(register("104", ["<sip:p4@10.99.0.11>"]), PHONE, 10_000).status == 200
+    assert loc.register(register("205", ["<sip:p4@10.99.0.12>"]), OTHER, 10_000).status == 200
 
 
 def test_exempt_sources_are_not_capped_per_source() -> None:
