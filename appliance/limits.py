@@ -29,8 +29,8 @@ from .registrar import BindingCaps
 @dataclass(frozen=True)
 class Limits:
     # SIP from phones (and boxes' forwarded calls): per source IP, before parsing.
-    sip_rate: float = 200.0  # messages a second, sustained
-    sip_burst: float = 400.0
+    sip_rate: float = 100.0  # messages a second, sustained (a box's forwarded calls: ~15/s)
+    sip_burst: float = 300.0
     # Overlay messages (signed, box to box): per source IP, at the overlay service. A ring
     # forming sends tens a second per box; this is far above that.
     overlay_rate: float = 500.0

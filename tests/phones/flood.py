@@ -3,14 +3,16 @@
     python flood.py HOST PORT --rate N --count N --seconds S [--bind ADDR]
 
 Sends REGISTERs for distinct users (flood00000, flood00001, ...), each its own transaction,
-paced at about --rate a second, until --count are sent or --seconds pass; answers are
-read and counted, never waited for. Prints one JSON line: sent, answers by status, seconds.
+paced at about --rate a second, until --count are sent, --seconds pass or SIGTERM comes;
+answers are read and counted, never waited for. Prints one JSON line: sent, answers by
+status, seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import time
 from collections import Counter
@@ -54,8 +56,10 @@ def main() -> None:
     dest = (args.host, args.port)
     answers: Counter[str] = Counter()
     sent, batch = 0, 50
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: stop.append(signum))
     t0 = time.monotonic()
-    while sent < args.count and (now := time.monotonic() - t0) < args.seconds:
+    while not stop and sent < args.count and (now := time.monotonic() - t0) < args.seconds:
         ahead = sent - now * args.rate  # paced: never more than one batch ahead
         if ahead > 0:
             time.sleep(ahead / args.rate)
@@ -69,7 +73,8 @@ def main() -> None:
     seconds = time.monotonic() - t0
     time.sleep(0.5)
     drain(sock, answers)
-    print(json.dumps({"sent": sent, "seconds": round(seconds, 2), "answers": answers}))
+    print(json.dumps({"sent": sent, "seconds": round(seconds, 2), "answers": answers}),
+          flush=True)
 
 
 if __name__ == "__main__":
