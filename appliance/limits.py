@@ -47,7 +47,7 @@ class Limits:
     max_invite_servers: int = 2_000  # calls being set up at once
     retry_after: int = 5  # seconds, in every 503
     # Proxy and mesh.
-    max_calls: int = 4_096  # calls listed in the status (ringing or up)
+    max_calls: int = 4_096  # calls listed in the status (ringing or up), oldest out
     negative_seconds: float = 3.0  # an extension nobody serves is not looked up again
     max_cached_lookups: int = 4_096  # positive and negative answers kept
     # Persistence: the bindings file is written at most this often (and at a clean stop).

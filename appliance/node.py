@@ -79,6 +79,7 @@ class Node:
                                     retry_after=limits.retry_after)
         self.own = OwnAddresses(config.bind, config.sip_port, default_names())
         self.proxy = Proxy(self.txl, self.location, self._local_address, self.token, self.own)
+        self.proxy.call_table.max_calls = limits.max_calls
         self.resolver = Resolver()
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve

@@ -11,6 +11,7 @@ from test_transaction import UAC, make_request
 
 from appliance.finder import Finder
 from appliance.limits import Limits
+from appliance.proxy.calls import Calls
 from appliance.registrar import BindingCaps, Location
 from overlay.ratelimit import SourceLimiter
 from overlay.sip.message import Response, parse_message
@@ -138,3 +139,10 @@ def test_nobody_found_is_remembered_briefly_and_dropped_on_registration() -> Non
         assert len(finder) == 10
 
     asyncio.run(scenario())
+
+
+def test_the_call_table_keeps_the_newest_calls() -> None:
+    calls = Calls({"calls": 0}, max_calls=3)
+    for i in range(5):
+        calls.ringing(f"c{i}", "a", "b", float(i), "(1 contact)")
+    assert list(calls.table) == ["c2", "c3", "c4"]
