@@ -15,12 +15,14 @@ from pathlib import Path
 
 import memory
 import parse_rate
+import register_load
 import register_rate
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
+    ("register_load", register_load.main),
     ("memory", memory.main),
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes
