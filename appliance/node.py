@@ -199,7 +199,8 @@ class Node:
         now = asyncio.get_running_loop().time()
         # Phones' SIP over its per-source rate is dropped unparsed (see limits.py); box-to-box
         # messages have their own limit at the overlay service.
-        if b"DHT-NodeID" not in data and not self.sip_limiter.allow(source[1], now):
+        overlay = b"DHT-NodeID" in data
+        if not overlay and not self.sip_limiter.allow(source[1], now):
             return
         try:
             message = parse_message(data)
@@ -207,6 +208,8 @@ class Node:
                 if self.mesh is not None:  # box-to-box overlay traffic, signed
                     self.mesh.receive(data, source)
                 return
+            if overlay and not self.sip_limiter.allow(source[1], now):
+                return  # the name was elsewhere in it: no way round the limit
             if isinstance(message, Request):
                 stamp_via(message, source)
         except SipParseError as exc:
