@@ -243,7 +243,7 @@ class Location:
         grows = len(bindings) - len(held)
         if grows > 0 and self.count + grows > caps.total:
             return self._full(request, "Registrations full", tag)
-        if ip not in caps.exempt:
+        if ip not in caps.exempt and not _same_sources(held, bindings):
             more = sum(b.source[1] == ip for b in bindings) - sum(b.source[1] == ip for b in held)
             if more > 0:
                 self._make_room(ip, more, extension)
@@ -270,6 +270,14 @@ class Location:
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True
         held = self.bindings.get(extension)
+        if held and _same_sources(held, bindings):  # a refresh: counts stay, order moves
+            self.bindings[extension] = bindings
+            mine = self._by_source[bindings[0].source[1]]
+            key = (extension, bindings[0].contact)
+            del mine[key]
+            mine[key] = None  # the most recently registered: the last to go
+            self._remember(extension)
+            return
         if held:
             self._count(held, -1)
         if bindings:
@@ -349,3 +357,11 @@ class Location:
                 self._count([binding], 1)
                 count += 1
         return count
+
+
+def _same_sources(held: list[Binding] | tuple[()], bindings: list[Binding]) -> bool:
+    """One binding before and after, same contact from the same address (a refresh)."""
+    if len(held) != 1 or len(bindings) != 1:
+        return False
+    old, new = held[0], bindings[0]
+    return old.contact == new.contact and old.source[1] == new.source[1]
