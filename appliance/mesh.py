@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,11 @@ from overlay.sip.routing import Address
 from overlay.sip.uri import uri_host
 
 from .crlfile import CrlFile
+from .finder import Finder
+from .limits import LOOPBACK, Limits
 from .pki import trust_summary
 
 log = logging.getLogger("meshsip.mesh")
-FIND_CACHE_SECONDS = 5.0  # repeated calls to one extension skip the lookup
 SEQUENCE_FILE = "record-sequence"
 
 
@@ -40,6 +40,7 @@ class MeshConfig:
     interfaces: list[str] | None
     seeds: list[str]
     transport: str = "auto"
+    limits: Limits = field(default_factory=Limits)
 
 
 class Mesh:
@@ -72,12 +73,17 @@ class Mesh:
         self.links = LinkWatcher(self._links_changed)
         # Told every snapshot of the box's addresses (at start, then on each change).
         self.on_addresses: Callable[[dict[str, list[str]]], None] | None = None
-        self._found: dict[str, tuple[float, list[str]]] = {}
+        self.finder = Finder(self._lookup, config.limits)
         self.crl_file.poll()  # before the first message comes in
 
     def _new_service(self, host: str) -> OverlayService:
         self.contact = f"sip:{uri_host(host)}:{self._port}"  # where boxes send calls for our phones
-        settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
+        limits = self.config.limits
+        settings = OverlaySettings(
+            name=self.config.overlay, transport=self.config.transport,
+            source_rate=limits.overlay_rate, source_burst=limits.overlay_burst,
+            sources_tracked=limits.sources_tracked,
+            exempt=LOOPBACK if limits.exempt_loopback else frozenset())
         service = OverlayService(self.identity, settings, self._send, host, self._port,
                                  self.sequences, self.revocations)
         service.on_neighbors = self._remember
@@ -105,7 +111,7 @@ class Mesh:
         await self.service.stop()
         self.service = self._new_service(host)
         self.service.start()
-        self._found.clear()
+        self.finder.clear()
         for extension, (instance, verified) in self._published.items():
             self.service.publish(extension, self.contact, instance, verified)
 
@@ -114,7 +120,7 @@ class Mesh:
         if crl.revokes(self.identity.node_id):
             log.warning("this box's own certificate is revoked: other boxes refuse it")
         self.service.drop_revoked(crl)
-        self._found.clear()
+        self.finder.clear()
         self.crl_file.save(crl)
 
     def revoked_box(self, token: str) -> bool:
@@ -163,12 +169,14 @@ class Mesh:
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:
         """A binding restored from disk (a claim made before a restart, no proof kept)."""
+        self.finder.invalidate(extension)  # "nobody serves it" is no longer true
         if extension not in self._published:
             self._published[extension] = ("", False)
             self.service.publish(extension, self.contact)
 
     async def claim(self, extension: str, instance: str, verified: bool) -> str:
         """Claim `extension` for this box (appliance/claims.py has the outcomes)."""
+        self.finder.invalidate(extension)
         self._published[extension] = (instance, verified)
         outcome = await self.service.claim(extension, self.contact, instance, verified)
         if outcome == "in use":
@@ -186,19 +194,15 @@ class Mesh:
 
     async def find(self, extension: str) -> list[str]:
         """SIP URIs of the other boxes that serve `extension` (empty when none does)."""
-        now = time.monotonic()
-        cached = self._found.get(extension)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        return await self.finder.find(extension)
+
+    async def _lookup(self, extension: str) -> list[str]:
         records = await self.service.find(extension)
-        contacts = sorted({r.contact for r in records if r.contact != self.contact})
-        if contacts:
-            self._found[extension] = (now + FIND_CACHE_SECONDS, contacts)
-        return contacts
+        return sorted({r.contact for r in records if r.contact != self.contact})
 
     def forget(self, extension: str) -> None:
         """A cached box did not answer: the next call looks the extension up again."""
-        self._found.pop(extension, None)
+        self.finder.forget(extension)
 
     def status(self) -> dict[str, Any]:
         codec = self.service.codec.counters
@@ -208,6 +212,7 @@ class Mesh:
             "refusals": refusals,
             "trust": trust_summary(self.identity),
             "discovery": "on" if self.config.discovery else "off",
+            "finds": dict(self.finder.stats),
             "peers_known": len(self.discovery.known_peers()),
         }
 

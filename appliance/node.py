@@ -26,6 +26,7 @@ from .auth import DigestPolicy
 from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
+from .limits import Limits, binding_caps, sip_limiter
 from .mesh import Mesh, MeshConfig
 from .onboard.service import SIP_SERVICE, Onboarding, on_lost
 from .phone_tls import PhoneTlsError, tls_settings
@@ -46,8 +47,11 @@ class NodeError(Exception):
 
 
 class Node:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, limits: Limits | None = None) -> None:
         self.config = config
+        self.limits = limits = limits or Limits()
+        self.sip_limiter = sip_limiter(limits)  # per source IP, before parsing
+        self._saved_at = -limits.bindings_save_seconds
         self.data_dir = config.data_dir
         self.started_at = time.time()
         self.counters = {"parse_errors": 0, "bad_requests_answered": 0,
@@ -76,10 +80,15 @@ class Node:
         self.location = Location(
             min_expires=config.min_expires, max_expires=config.max_expires,
             default_expires=config.default_expires, open_policy=config.policy == "open", auth=auth,
+            caps=binding_caps(limits),
         )
-        self.txl = TransactionLayer(t1=config.t1_ms / 1000.0)
+        self.txl = TransactionLayer(t1=config.t1_ms / 1000.0,
+                                    max_servers=limits.max_server_transactions,
+                                    max_invite_servers=limits.max_invite_servers,
+                                    retry_after=limits.retry_after)
         self.own = OwnAddresses(config.bind, config.sip_port, default_names())
         self.proxy = Proxy(self.txl, self.location, self._local_address, self.token, self.own)
+        self.proxy.call_table.max_calls = limits.max_calls
         self.resolver = Resolver()
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve
@@ -141,7 +150,7 @@ class Node:
         c = self.config
         host = c.bind if c.bind not in ("0.0.0.0", "::", "") else None
         mesh_config = MeshConfig(c.overlay, c.discovery, c.interfaces or None, c.seeds,
-                                 c.overlay_transport)
+                                 c.overlay_transport, self.limits)
         self.mesh = Mesh(mesh_config, self.identity, self.data_dir, self.transport.send, host,
                          self.transport.local_port)
         self.proxy.find_remote = self._find_remote
@@ -240,10 +249,13 @@ class Node:
             self._pump(loop.time())
             for b in self.location.expire(loop.time()):
                 log.info("registration of %s at %s expired", b.extension, b.contact)
-            if self.location.changed:
+            # At most every bindings_save_seconds: SD cards wear out (and stop() saves).
+            if self.location.changed and \
+                    loop.time() - self._saved_at >= self.limits.bindings_save_seconds:
                 self._save_bindings()
 
     def _save_bindings(self) -> None:
+        self._saved_at = asyncio.get_running_loop().time()
         try:
             self.location.save(self.bindings_file, Clocks.read(asyncio.get_running_loop().time()))
         except OSError as exc:
@@ -252,12 +264,19 @@ class Node:
     # -- message path ---------------------------------------------------------------------
     def _on_message(self, data: bytes, source: Address) -> None:
         now = asyncio.get_running_loop().time()
+        # Phones' SIP over its per-source rate is dropped unparsed (see limits.py); box-to-box
+        # messages have their own limit at the overlay service.
+        overlay = b"DHT-NodeID" in data
+        if not overlay and not self.sip_limiter.allow(source[1], now):
+            return
         try:
             message = parse_message(data)
             if message.get("DHT-NodeID") is not None:
                 if self.mesh is not None:  # box-to-box overlay traffic, signed
                     self.mesh.receive(data, source, self.transport.peer_of(source))
                 return
+            if overlay and not self.sip_limiter.allow(source[1], now):
+                return  # the name was elsewhere in it: no way round the limit
             if isinstance(message, Request):
                 stamp_via(message, source)
                 if self._from_revoked_box(message, source):
@@ -366,7 +385,8 @@ class Node:
             "registrations": registrations,
             "calls": self.proxy.status(now),
             "counters": self.counters | self.proxy.counters | self.transport.counters
-            | self.txl.stats | self.resolver.stats,
+            | self.txl.stats | self.resolver.stats | self.location.stats
+            | {"sip_rate_limited": self.sip_limiter.refused},
             "overlay": self.mesh.status() if self.mesh is not None else None,
             "sip_addresses": self.own.status(),
             "enroll": self.onboard.status(),

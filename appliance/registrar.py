@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from overlay.sip.errors import SipParseError
@@ -78,6 +79,20 @@ class Binding:
         return parse_name_addr(f"<{self.contact}>")
 
 
+@dataclass(frozen=True)
+class BindingCaps:
+    """How many bindings the table holds in all (over it: 503 with Retry-After), per
+    source IP but `exempt` ones (over it: that source's oldest bindings go) and per
+    extension (over it: 403); how many extensions it remembers as once seen."""
+
+    total: int = 60_000
+    per_source: int = 1000
+    per_extension: int = 10
+    known: int = 100_000
+    exempt: frozenset[str] = frozenset()
+    retry_after: int = 5
+
+
 class Location:
     """Bindings by extension, with the registration rules applied to them."""
 
@@ -89,9 +104,16 @@ class Location:
         default_expires: int = 3600,
         open_policy: bool = True,
         auth: AuthCheck | None = None,
+        caps: BindingCaps | None = None,
     ) -> None:
         self.bindings: dict[str, list[Binding]] = {}
-        self.known: set[str] = set()  # extensions seen before: 480 rather than 404 when away
+        # Extensions seen before (480 rather than 404 when away), oldest first, bounded.
+        self.known: dict[str, None] = {}
+        self.caps = caps or BindingCaps()
+        self.count = 0  # bindings held (live or not yet swept)
+        # Bindings held by source IP, oldest first: (extension, contact) -> None.
+        self._by_source: dict[str, dict[tuple[str, str], None]] = {}
+        self.stats = {"registrations_refused_full": 0, "bindings_evicted": 0}
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -110,16 +132,36 @@ class Location:
             self.observer(extension, present)
 
     def lookup(self, extension: str, now: float) -> list[Binding]:
-        bindings = [b for b in self.bindings.get(extension, ()) if b.expires_at > now]
-        if not bindings and self.bindings.pop(extension, None) is not None:
+        held = self.bindings.get(extension, ())
+        bindings = [b for b in held if b.expires_at > now]
+        if not bindings and held:
+            del self.bindings[extension]
+            self._count(held, -1)
             self._notify(extension, False)
         return bindings
+
+    def _count(self, bindings: list[Binding], sign: int) -> None:
+        by_source = self._by_source
+        self.count += sign * len(bindings)
+        for b in bindings:
+            ip, key = b.source[1], (b.extension, b.contact)
+            mine = by_source.get(ip)
+            if sign > 0:
+                if mine is None:
+                    mine = by_source[ip] = {}
+                mine[key] = None
+            elif mine is not None:
+                mine.pop(key, None)
+                if not mine:
+                    del by_source[ip]
 
     def expire(self, now: float) -> list[Binding]:
         gone = []
         for ext in list(self.bindings):
             live = [b for b in self.bindings[ext] if b.expires_at > now]
-            gone.extend(b for b in self.bindings[ext] if b.expires_at <= now)
+            expired = [b for b in self.bindings[ext] if b.expires_at <= now]
+            self._count(expired, -1)
+            gone.extend(expired)
             if live:
                 self.bindings[ext] = live
             else:
@@ -189,10 +231,14 @@ class Location:
             if old is None:
                 log.info("registered %s at %s for %ds from %s %s:%d",
                          extension, contact, expires, *source)
-        if contacts and current and not live and self.claims is not None:
-            return self._claim(request, source, extension, list(current.values()), tag)
         if contacts:
-            self._set(extension, list(current.values()))
+            bindings = list(current.values())
+            refusal = self._over_caps(request, extension, bindings, source[1], tag)
+            if refusal is not None:
+                return refusal
+            if current and not live and self.claims is not None:
+                return self._claim(request, source, extension, bindings, tag)
+            self._set(extension, bindings)
         return self._ok(request, extension, now, tag)
 
     def _busy(self, request: Request, source: Address, extension: str, live: list[Binding],
@@ -244,16 +290,67 @@ class Location:
             log.warning("%s is registered on another box now: dropped here", extension)
             self._set(extension, [])
 
+    def _over_caps(self, request: Request, extension: str, bindings: list[Binding],
+                   ip: str, tag: str) -> Response | None:
+        """A refusal when the new bindings of `extension` would pass a cap (BindingCaps)."""
+        caps, held = self.caps, self.bindings.get(extension, ())
+        if len(bindings) > caps.per_extension:
+            return make_response(request, 403, "Too many contacts", tag)
+        grows = len(bindings) - len(held)
+        if grows > 0 and self.count + grows > caps.total:
+            return self._full(request, "Registrations full", tag)
+        if ip not in caps.exempt and not _same_sources(held, bindings):
+            more = sum(b.source[1] == ip for b in bindings) - sum(b.source[1] == ip for b in held)
+            if more > 0:
+                self._make_room(ip, more, extension)
+        return None
+
+    def _make_room(self, ip: str, more: int, extension: str) -> None:
+        """Over its cap, a source's oldest bindings go (of other extensions): one address
+        cannot fill the table, and once it stops flooding a phone there is served again."""
+        mine = self._by_source.get(ip, {})
+        over = len(mine) + more - self.caps.per_source
+        oldest = islice((k for k in mine if k[0] != extension), max(over, 0))
+        for ext, contact in list(oldest):
+            held = self.bindings.get(ext, [])
+            gone = [b for b in held if b.contact == contact and b.source[1] == ip]
+            self._set(ext, [b for b in held if b not in gone])
+            self.stats["bindings_evicted"] += 1
+
+    def _full(self, request: Request, reason: str, tag: str) -> Response:
+        self.stats["registrations_refused_full"] += 1  # not logged: floods come this way
+        response = make_response(request, 503, reason, tag)
+        response.add("Retry-After", str(self.caps.retry_after))
+        return response
+
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True
-        had = extension in self.bindings
+        held = self.bindings.get(extension)
+        if held and _same_sources(held, bindings):  # a refresh: counts stay, order moves
+            self.bindings[extension] = bindings
+            mine = self._by_source[bindings[0].source[1]]
+            key = (extension, bindings[0].contact)
+            del mine[key]
+            mine[key] = None  # the most recently registered: the last to go
+            self._remember(extension)
+            return
+        if held:
+            self._count(held, -1)
         if bindings:
             self.bindings[extension] = bindings
-            self.known.add(extension)
+            self._count(bindings, 1)
+            self._remember(extension)
         else:
             self.bindings.pop(extension, None)
-        if had != bool(bindings):
+        if bool(held) != bool(bindings):
             self._notify(extension, bool(bindings))
+
+    def _remember(self, extension: str) -> None:
+        known = self.known
+        if extension not in known:
+            known[extension] = None
+            if len(known) > self.caps.known:
+                del known[next(iter(known))]
 
     def _ok(self, request: Request, extension: str, now: float, tag: str) -> Response:
         response = make_response(request, 200, None, tag)
@@ -293,7 +390,8 @@ class Location:
             data = json.loads(path.read_text())
             rows = data["bindings"]
             down = self.downtime(data["saved"], clocks)
-            self.known.update(data.get("known", []))
+            for extension in data.get("known", []):
+                self._remember(str(extension))
         except FileNotFoundError:
             return 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -312,5 +410,14 @@ class Location:
                 if binding.extension not in self.bindings:
                     self._notify(binding.extension, True)
                 self.bindings.setdefault(binding.extension, []).append(binding)
+                self._count([binding], 1)
                 count += 1
         return count
+
+
+def _same_sources(held: list[Binding] | tuple[()], bindings: list[Binding]) -> bool:
+    """One binding before and after, same contact from the same address (a refresh)."""
+    if len(held) != 1 or len(bindings) != 1:
+        return False
+    old, new = held[0], bindings[0]
+    return old.contact == new.contact and old.source[1] == new.source[1]

@@ -7,6 +7,7 @@ goes to 127.0.0.1, and every wait is bounded in time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -100,15 +101,23 @@ def session_pids(sid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def node(ready_timeout: float = 20.0, web_port: int = 0) -> Iterator[Server]:
+def node(ready_timeout: float = 20.0, config: str | None = None,
+         bindings: int = 0, web_port: int = 0) -> Iterator[Server]:
     """A meshsip node on a free loopback port with a fresh data dir; SIGTERM on exit.
-    Its status page is off unless web_port is given."""
+    `config`: the text of a config file; `bindings`: that many registrations (of users
+    other than the benchmark's) restored at start, a table already that big. Its status
+    page is off unless web_port is given."""
     with tempfile.TemporaryDirectory(prefix="meshsip-bench-") as tmp:
         work, port = Path(tmp), free_port()
         log = work / "node.log"
         cmd = [sys.executable, "-m", "appliance.cli", "run", "--bind", HOST,
                "--sip-port", str(port), "--tls-port", "0", "--data-dir", str(work / "data"),
                "--no-discovery", "--web-port", str(web_port)]
+        if config is not None:
+            (work / "node.toml").write_text(config)
+            cmd += ["--config", str(work / "node.toml")]
+        if bindings:
+            write_bindings(work / "data" / "bindings.json", bindings)
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=repo_env(), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=out, start_new_session=True)
@@ -164,6 +173,19 @@ def probe(port: int, timeout: float) -> None:
     raise RuntimeError(f"no SIP answer on UDP port {port} within {timeout:.0f} s")
 
 
+def write_bindings(path: Path, count: int) -> None:
+    """A bindings file (appliance/registrar.py `Location.save`) of `count` phones that are
+    registered for an hour from now, saved in this boot a moment ago."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    rows = [{"extension": f"held{i:06d}", "contact": f"sip:held{i:06d}@127.0.0.2:5999",
+             "expires_in": 3600.0, "call_id": f"held{i}", "cseq": 1,
+             "source": ["UDP", "127.0.0.2", 5999], "q": None} for i in range(count)]
+    saved = {"boot_id": boot_id, "uptime": time.clock_gettime(time.CLOCK_BOOTTIME),
+             "wall": time.time()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bindings": rows, "known": [], "saved": saved}))
+
+
 def write_users(path: Path, count: int) -> Path:
     """A sipp injection CSV of distinct users, read sequentially (wraps after the last)."""
     path.write_text("SEQUENTIAL\n" + "".join(f"bench{i:05d}\n" for i in range(count)))
@@ -185,7 +207,8 @@ class SippResult:
 
 
 def run_sipp(port: int, csv: Path, count: int, *, concurrent: int = 20, expires: int = 3600,
-             timeout: float = 30.0, local_port: int | None = None) -> SippResult:
+             timeout: float = 30.0, local_port: int | None = None,
+             scenario: Path = REGISTER_XML, extra: tuple[str, ...] = ()) -> SippResult:
     """Drive `count` REGISTER transactions, `concurrent` at a time, stopping after `timeout`.
 
     Closed loop (`-users N`): sipp starts N transactions and a new one as each one ends.
@@ -196,11 +219,11 @@ def run_sipp(port: int, csv: Path, count: int, *, concurrent: int = 20, expires:
     """
     with tempfile.TemporaryDirectory(prefix="sipp-bench-") as tmp:
         stat = Path(tmp) / "stat.csv"
-        cmd = ["sipp", f"{HOST}:{port}", "-sf", str(REGISTER_XML), "-inf", str(csv),
+        cmd = ["sipp", f"{HOST}:{port}", "-sf", str(scenario), "-inf", str(csv),
                "-key", "expires", str(expires), "-m", str(count), "-users", str(concurrent),
                "-t", "u1", "-i", HOST, "-p", str(local_port or free_port()), "-nostdin",
                "-recv_timeout", "5000", "-timeout", f"{timeout:.0f}s",
-               "-trace_stat", "-stf", str(stat), "-fd", "1"]
+               "-trace_stat", "-stf", str(stat), "-fd", "1", *extra]
         proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)

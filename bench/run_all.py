@@ -16,6 +16,7 @@ from pathlib import Path
 import memory
 import overlay_rate
 import parse_rate
+import register_load
 import register_rate
 import web_rate
 
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
+    ("register_load", register_load.main),
     ("memory", memory.main),
     ("overlay_rate", overlay_rate.main),
     ("web_rate", web_rate.main),

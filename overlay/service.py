@@ -25,6 +25,7 @@ from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import SequenceCounter, resource_key
 from .chord.wire import WireCodec
 from .identity import NodeIdentity
+from .ratelimit import SourceLimiter
 from .revocation import Crl, Revocations
 from .sip.transaction import Address
 from .wakeup import Wakeup
@@ -45,6 +46,12 @@ class OverlaySettings:
     name: str = "meshsip"
     transport: str = "auto"  # "auto": UDP, TLS for messages too big for one datagram; "tcp": TLS
     chord: chord.ChordConfig = field(default_factory=chord.ChordConfig)
+    # Messages a second from one source IP (and a burst), far above what a ring forming or
+    # churning sends; more is dropped unread (counted in "rate_limited").
+    source_rate: float = 500.0
+    source_burst: float = 2000.0
+    sources_tracked: int = 4096
+    exempt: frozenset[str] = frozenset()
 
 
 class OverlayService:
@@ -69,7 +76,9 @@ class OverlayService:
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
         self.counters = {"received": 0, "sent": 0, "refused": 0, "link_refused": 0,
-                         "not_sent_revoked": 0}
+                         "not_sent_revoked": 0, "rate_limited": 0}
+        self.limiter = SourceLimiter(settings.source_rate, settings.source_burst,
+                                     settings.sources_tracked, settings.exempt)
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
@@ -124,6 +133,9 @@ class OverlayService:
     # -- message path ---------------------------------------------------------------------
     def receive(self, data: bytes, source: Address, link_peer: object = None) -> None:
         """`link_peer`: the Node-ID the TLS link `source` authenticated (None: none)."""
+        if not self.limiter.allow(source[1], self._now()):
+            self.counters["rate_limited"] += 1
+            return
         if source[0] not in ("UDP", STREAM):
             self.counters["link_refused"] += 1  # boxes' streams are TLS
             return

@@ -70,6 +70,9 @@ def cold_start(bed: MeshBed, extension: str, fresh: Path | None) -> tuple[float,
             else:
                 time.sleep(0.05)
         call, _ = call_until_ok(bed, 0, nodes[0], extension, t0, PATIENCE, nodes)
+        limited = {i: query(n.data_dir / "control.sock", timeout=5.0)["overlay"]["counters"]
+                   ["rate_limited"] for i, n in nodes.items()}
+        assert not any(limited.values()), f"overlay messages rate-limited: {limited}"
         return ring, call
     finally:
         switch_off(bed, nodes)

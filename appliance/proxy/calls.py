@@ -2,7 +2,8 @@
 
 A call is entered when an INVITE is forked (to phones here or to other boxes), becomes
 established on its 2xx and leaves on its BYE or on a failed INVITE. Nothing routes by it:
-losing an entry loses a status line, never a call.
+losing an entry loses a status line, never a call. So the table is bounded by dropping
+the oldest entry (a call whose BYE never passed here, most likely).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 log = logging.getLogger("meshsip.proxy")
+MAX_CALLS = 4096  # entries kept, oldest out
 
 
 @dataclass
@@ -22,15 +24,20 @@ class Call:
 
 
 class Calls:
-    def __init__(self, counters: dict[str, int]) -> None:
-        self.table: dict[str, Call] = {}  # by Call-ID
+    def __init__(self, counters: dict[str, int], max_calls: int = MAX_CALLS) -> None:
+        self.table: dict[str, Call] = {}  # by Call-ID, oldest first
         self.counters = counters
+        self.max_calls = max_calls
 
     def ringing(self, call_id: str, caller: str, callee: str, now: float, how: str) -> None:
         """An INVITE goes out to the callee (`how`: to which contacts or boxes)."""
         self.counters["calls"] += 1
         log.info("call %s -> %s %s Call-ID %s", caller, callee, how, call_id)
-        self.table[call_id] = Call(caller, callee, "ringing", now)
+        table = self.table
+        table.pop(call_id, None)
+        table[call_id] = Call(caller, callee, "ringing", now)
+        if len(table) > self.max_calls:
+            del table[next(iter(table))]
 
     def answered(self, call_id: str, label: str, now: float) -> None:
         call = self.table.get(call_id)

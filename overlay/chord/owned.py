@@ -17,6 +17,7 @@ publishing and say so (`ClaimLost`; a first put also fails, "in use").
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -31,12 +32,24 @@ if TYPE_CHECKING:
 
 
 class OwnedRecords:
-    """`_owned` (identity -> (record, next refresh)) and `_republish`."""
+    """`_owned` (identity -> (record, next refresh)) and `_republish`. The refreshes
+    due are found in a heap (lazy deletion: an entry counts while `_owned` holds its
+    time), so a tick costs what is due, not the number of records held."""
 
     def _init_owned(self, now: float) -> None:
         self._owned: dict[tuple[int, int, str], tuple[Record, float]] = {}
+        self._refresh_heap: list[tuple[float, tuple[int, int, str]]] = []
         self._republish: set[tuple[int, int, str]] = set()  # due again after a death
         self._unconfirmed: set[tuple[int, int, str]] = set()  # claims no node accepted yet
+
+    def _own(self, rec: Record, due: float) -> None:
+        """Hold `rec` as ours, to refresh at `due`."""
+        self._owned[rec.identity] = (rec, due)
+        heap = self._refresh_heap
+        heapq.heappush(heap, (due, rec.identity))
+        if len(heap) > 2 * len(self._owned) + 1024:  # stale entries: drop them
+            heap[:] = [(d, i) for i, (_, d) in self._owned.items()]
+            heapq.heapify(heap)
 
     def put(self, record: Record, now: float) -> int:
         """Sign `record` as ours, store it at its place and keep refreshing it. Its
@@ -52,7 +65,7 @@ class OwnedRecords:
             # view, or on a primary that crashed before replicating; then every
             # lifetime * refresh_fraction
             first = min(self._refresh_after(rec), self.config.first_refresh)
-            self._owned[rec.identity] = (rec, now + first)
+            self._own(rec, now + first)
         else:
             self._owned.pop(rec.identity, None)
             self._unconfirmed.discard(rec.identity)
@@ -88,7 +101,7 @@ class OwnedRecords:
             mine.sequence == rec.sequence and mine.signature == rec.signature
         ):
             return
-        self._owned[rec.identity] = (owned[0], self._now)
+        self._own(owned[0], self._now)
         self._periodic_by("refresh", self._now)
 
     def _republish_soon(self) -> None:
@@ -100,7 +113,7 @@ class OwnedRecords:
         when = self._now + self.config.sync_delay
         for ident, (rec, due) in self._owned.items():
             if due > when:
-                self._owned[ident] = (rec, when)
+                self._own(rec, when)
             self._republish.add(ident)
         self._periodic_by("refresh", when)
 
@@ -118,7 +131,7 @@ class OwnedRecords:
         # first replication push would otherwise take the only copy with it.
         for t in targets[1:]:
             if t.id == self.id:
-                self._accept_records((rec,), self.ref, replica=True)
+                self._accept_records((rec,), self.ref, replica=True, signed_here=True)
             else:
                 self._request(t, Store, None, attempts=2, records=(rec,), replica=True)
         self._store_at(rec, rid, targets)
@@ -129,7 +142,7 @@ class OwnedRecords:
             return
         t = targets[0]
         if t.id == self.id:
-            if self._accept_records((rec,), self.ref)[2]:
+            if self._accept_records((rec,), self.ref, signed_here=True)[2]:
                 self._claim_refused(rec, rid)
             else:
                 self._put_done(rec, rid, self.ref)
@@ -173,17 +186,20 @@ class OwnedRecords:
         owned = self._owned.get(rec.identity)
         if owned is not None and owned[0].sequence == rec.sequence:
             # ours and still wanted: try again soon rather than at the next refresh
-            self._owned[rec.identity] = (owned[0], self._now + self._jit(2.0))
+            self._own(owned[0], self._now + self._jit(2.0))
 
     def _refresh_owned(self) -> None:
-        now = self._now
-        for ident, (rec, due) in list(self._owned.items()):
-            if due > now:
-                continue
+        now, heap, owned = self._now, self._refresh_heap, self._owned
+        while heap and heap[0][0] <= now:
+            due, ident = heapq.heappop(heap)
+            held = owned.get(ident)
+            if held is None or held[1] != due:
+                continue  # removed, or moved since
+            rec = held[0]
             seq = self.sequences.next(rec.sequence + 1)
             claim = seq if ident in self._unconfirmed else rec.claim
             new = sign_record(replace(rec, sequence=seq, claim=claim), self.id, self.signer)
-            self._owned[ident] = (new, now + self._refresh_after(new))
+            self._own(new, now + self._refresh_after(new))
             if ident in self._republish:
                 self._republish.discard(ident)
                 self.stats["republished"] += 1

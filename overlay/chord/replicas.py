@@ -49,11 +49,13 @@ class Replicas:
         self._events.append(RecordRejected(rec, src, reason))
 
     def _accept_records(
-        self, records: Iterable[Record], src: NodeRef, replica: bool = False
+        self, records: Iterable[Record], src: NodeRef, replica: bool = False,
+        signed_here: bool = False,
     ) -> tuple[int, int, int]:
         """Verify and store copies: (accepted, rejected, of which in use by another owner,
         claims.py). `replica`: pushed by a primary (so our holding it is confirmed); a
-        first copy we are not primary for gets re-homed at the next sync."""
+        first copy we are not primary for gets re-homed at the next sync. `signed_here`:
+        our own records, just signed in this process (not verified again)."""
         accepted = rejected = in_use = 0
         changed = False
         now = self._now
@@ -89,7 +91,7 @@ class Replicas:
                         st.drop_at = math.inf  # a primary counts on this copy
                     accepted += 1
                     continue
-            refusal = self._refusal(rec, src, replica)
+            refusal = self._refusal(rec, src, replica, signed_here)
             if refusal is not None:
                 rejected += 1
                 in_use += refusal == "in use"
@@ -109,10 +111,12 @@ class Replicas:
             self._request(src, Transfer, None, records=tuple(newer))
         return accepted, rejected, in_use
 
-    def _refusal(self, rec: Record, src: NodeRef, replica: bool) -> str | None:
-        """Why a new version may not be stored (None: it may): its signature, then
-        ownership and the bounds (claims.py)."""
-        if not verify_record(rec, self.signer):
+    def _refusal(
+        self, rec: Record, src: NodeRef, replica: bool, signed_here: bool = False
+    ) -> str | None:
+        """Why a new version may not be stored (None: it may): its signature (unless
+        `signed_here`), then ownership and the bounds (claims.py)."""
+        if not signed_here and not verify_record(rec, self.signer):
             self._reject(rec, src, "bad signature")
             return "bad signature"
         if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:

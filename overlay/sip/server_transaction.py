@@ -13,10 +13,12 @@ final response; completed UDP non-INVITE ones shrink further (completed.py).
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from typing import TYPE_CHECKING
 
 from .message import Request, Response
+from .responses import make_response
 from .transaction_events import (
     _END,
     _RT,
@@ -37,6 +39,10 @@ from .uri import format_hostport
 
 if TYPE_CHECKING:
     from .completed import _Done
+
+# Live server transactions kept at most, and INVITE ones among them (calls being set up).
+MAX_SERVERS = 20_000
+MAX_INVITE_SERVERS = 2_000
 
 
 class _ServerTx:
@@ -70,6 +76,10 @@ class ServerTransactions:
     t2: float
     t4: float
     stats: dict[str, int]
+    max_servers: int
+    max_invite_servers: int
+    retry_after: int
+    _invite_servers: int
     _servers: dict[ServerKey, _ServerTx]
     _done: dict[ServerKey, _Done]
     _events: deque[Event]
@@ -157,8 +167,13 @@ class ServerTransactions:
                 self._outgoing.append((done[0], done[1]))
                 return
             invite = method == "INVITE"
+            if len(self._servers) >= self.max_servers or (
+                    invite and self._invite_servers >= self.max_invite_servers):
+                self._refuse_overload(request, source)
+                return
             tx = _ServerTx(key, request, source, PROCEEDING if invite else TRYING, not key[0])
             self._servers[key] = tx
+            self._invite_servers += invite
             self._events.append(RequestReceived(request, source, key))
             return
         # A retransmission: absorbed; re-send the last response in Proceeding/Completed.
@@ -166,6 +181,14 @@ class ServerTransactions:
         if tx.last_response is not None and tx.state in (PROCEEDING, COMPLETED):
             self.stats["retransmissions_sent"] += 1
             self._outgoing.append((tx.last_response, tx.source))
+
+    def _refuse_overload(self, request: Request, source: Address) -> None:
+        """503 with Retry-After, sent without a transaction: the tables are full. A phone
+        retransmitting meanwhile gets the same answer, each time with no state kept."""
+        self.stats["overload_refused"] += 1
+        response = make_response(request, 503, None, secrets.token_hex(6))
+        response.add("Retry-After", str(self.retry_after))
+        self._outgoing.append((response.encode(), source))
 
     def _receive_ack(
         self, request: Request, source: Address, now: float, tx: _ServerTx | None

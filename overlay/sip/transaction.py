@@ -38,7 +38,13 @@ from .client_transaction import (
 )
 from .completed import MAX_COMPLETED, CompletedServers, _Done
 from .message import Request, Response
-from .server_transaction import ServerTransactions, _ServerTx, _to_tag
+from .server_transaction import (
+    MAX_INVITE_SERVERS,
+    MAX_SERVERS,
+    ServerTransactions,
+    _ServerTx,
+    _to_tag,
+)
 from .transaction_events import (
     _END,
     _RT,
@@ -82,12 +88,19 @@ class TransactionLayer(ClientTransactions, ServerTransactions, CompletedServers)
 
     def __init__(
         self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0, *,
-        max_completed: int = MAX_COMPLETED,
+        max_completed: int = MAX_COMPLETED, max_servers: int = MAX_SERVERS,
+        max_invite_servers: int = MAX_INVITE_SERVERS, retry_after: int = 5,
     ) -> None:
         self.t1 = t1
         self.t2 = t2
         self.t4 = t4
         self.max_completed = max_completed
+        # Live server transactions at most, and INVITE ones among them: a new request over
+        # either gets 503 with Retry-After, answered statelessly (server_transaction.py).
+        self.max_servers = max_servers
+        self.max_invite_servers = max_invite_servers
+        self.retry_after = retry_after
+        self._invite_servers = 0
         self._clients: dict[ClientKey, _ClientTx] = {}
         self._servers: dict[ServerKey, _ServerTx] = {}
         self._events: deque[Event] = deque()
@@ -111,6 +124,7 @@ class TransactionLayer(ClientTransactions, ServerTransactions, CompletedServers)
                 "server_timeouts",  # Timer H
                 "transport_failures",
                 "completed_expired_early",  # ended before Timer J: over max_completed
+                "overload_refused",  # new requests answered 503: server tables full
             ),
             0,
         )
@@ -221,6 +235,8 @@ class TransactionLayer(ClientTransactions, ServerTransactions, CompletedServers)
             tx.request = tx.last_response = None  # type: ignore[assignment]
             if self._servers.get(tx.key) is tx:
                 del self._servers[tx.key]
+                if tx.invite:
+                    self._invite_servers -= 1
 
     def _touch(self, now: float) -> None:
         if now > self._now:
