@@ -148,7 +148,7 @@ def test_a_claim_stays_fresh_until_accepted_then_refreshes_keep_its_number() -> 
     y._unconfirmed.add(unconfirmed.identity)
     for n in (x, y):
         ident = next(iter(n._owned))
-        n._owned[ident] = (n._owned[ident][0], 0.0)
+        n._own(n._owned[ident][0], 0.0)  # due now
         n._refresh_owned()
     [(refreshed, _)] = x._owned.values()
     assert refreshed.sequence > first.sequence and refreshed.claim == first.claim
