@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tomllib
 from pathlib import Path
@@ -83,6 +84,21 @@ def fetch_dependencies(deps: list[str], out: Path, arch: str) -> None:
         "--dest", str(out), "pip", *deps)
 
 
+def pack(out: Path, tarball: Path) -> None:
+    """One tar of the wheels, the same bytes for the same wheels: the box receives one file
+    (one checksum to compare on a second run, not one per wheel)."""
+    def plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = int(EPOCH), 0, 0, "", ""
+        info.mode = 0o644
+        return info
+
+    partial = tarball.with_suffix(".partial")
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for wheel in sorted(out.glob("*.whl")):
+            tar.add(wheel, arcname=wheel.name, filter=plain)
+    partial.replace(tarball)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[2] not in ARCHES:
         print(__doc__, file=sys.stderr)
@@ -103,6 +119,9 @@ def main(argv: list[str]) -> int:
         build_meshsip(src, out)
         stamps["source"], changed = wanted["source"], True
         stamp_file.write_text(json.dumps(stamps))
+    tarball = out / "wheelhouse.tar"
+    if changed or not tarball.exists():
+        pack(out, tarball)
     size = sum(f.stat().st_size for f in out.glob("*.whl"))
     print(json.dumps({"changed": changed, "path": str(out), "bytes": size}))
     return 0
