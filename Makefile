@@ -1,7 +1,7 @@
 # Two entry points for a fresh Debian machine: `make run` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_TEST_PACKAGES := sip-tester baresip-core nftables iproute2 faketime linphone-cli dnsmasq-base hostapd
+APT_TEST_PACKAGES := sip-tester baresip-core nftables iproute2 faketime linphone-cli chromium dnsmasq-base hostapd
 APT_BENCH_PACKAGES := sip-tester kamailio
 
 .PHONY: run test lint bench venv apt-test apt-bench clean

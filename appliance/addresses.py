@@ -48,6 +48,7 @@ def default_names(mdns_host: str | None = None) -> list[str]:
 class OwnAddresses:
     def __init__(self, bind: str, port: int, names: Iterable[str] = ()) -> None:
         self.port = port  # the SIP port (set again once the socket is bound)
+        self.tls_port = 0  # the SIP over TLS port (0: none)
         self.wildcard = bind in WILDCARDS
         self._bound = _ip(bind) if not self.wildcard else None
         self._links: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
@@ -80,7 +81,7 @@ class OwnAddresses:
     def is_me(self, host: str, port: int | None, resolved: str | None = None) -> bool:
         """Whether a SIP URI with this host and port names this box; `resolved` is the
         host's address when it is a name that was looked up."""
-        if (port or DEFAULT_PORT) != self.port:
+        if (port or DEFAULT_PORT) not in (self.port, self.tls_port):
             return False
         if _ip(host) is not None:
             return self.is_own_ip(host)

@@ -16,6 +16,7 @@ from overlay.names import RULE, check_overlay_name
 from .config import ConfigError, load_config
 from .control import query
 from .node import NodeError, serve
+from .web.terminal import render_terminal
 
 
 def _overlay_name(value: str) -> str:
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a node in the foreground")
     run.add_argument("--bind", help="address to listen on (default 0.0.0.0: all interfaces)")
     run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    run.add_argument("--tls-port", type=int,
+                     help="SIP over TLS port for phones (default 5061; 0: no TLS port)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--overlay", type=_overlay_name,
                      help=f"overlay name shared by the boxes of one deployment ({RULE})")
@@ -44,8 +47,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="use mDNS only on this interface (repeatable)")
     run.add_argument("--seed", dest="seeds", action="append", metavar="HOST:PORT",
                      help="another box to contact at start (repeatable)")
-    status = sub.add_parser("status", parents=[common], help="show registrations and calls")
-    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    run.add_argument("--web-port", type=int, metavar="N",
+                     help="status page port (default 80, or 8080 without root; 0: none)")
+    status = sub.add_parser("status", parents=[common],
+                            help="show the boxes, phones, calls and problems")
+    status.add_argument("--json", action="store_true",
+                        help="print the status document (as /api/status) as JSON")
+    sub.add_parser("ca", add_help=False,
+                   help="the deployment CA: init, issue, revoke (meshsip ca --help)")
     sub.add_parser("sim", add_help=False,
                    help="run the deterministic overlay simulator (meshsip sim --help)")
     return parser
@@ -57,17 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         from overlay.sim.cli import main as sim_main  # the simulator loads only when asked
 
         return sim_main(argv[1:])
+    if argv[:1] == ["ca"]:
+        from .pki import main as ca_main
+
+        return ca_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, {
             "data_dir": args.data_dir,
             "bind": getattr(args, "bind", None),
             "sip_port": getattr(args, "sip_port", None),
+            "tls_port": getattr(args, "tls_port", None),
             "log_level": getattr(args, "log_level", None),
             "overlay": getattr(args, "overlay", None),
             "discovery": getattr(args, "discovery", None),
             "interfaces": getattr(args, "interfaces", None),
             "seeds": getattr(args, "seeds", None),
+            "web_port": getattr(args, "web_port", None),
         })
     except ConfigError as exc:
         print(f"meshsip: {exc}", file=sys.stderr)
@@ -100,7 +115,7 @@ def _run(config: Any) -> int:
 
 def _status(data_dir: Path, as_json: bool) -> int:
     try:
-        status = query(data_dir / "control.sock")
+        status = query(data_dir / "control.sock", "overview", timeout=15.0)
     except (OSError, ValueError) as exc:
         print(f"meshsip: no node is running with data directory {data_dir} ({exc})",
               file=sys.stderr)
@@ -108,18 +123,7 @@ def _status(data_dir: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
-    node = status["node"]
-    print(f"node: SIP port {node['sip_port']} on {node['bind']}, registration {node['policy']}, "
-          f"up {node['uptime_seconds']}s, data in {node['data_dir']}")
-    regs = status["registrations"]
-    print(f"registrations: {len(regs)}")
-    for r in regs:
-        print(f"  {r['extension']:<12} {r['contact']}  "
-              f"(expires in {r['expires_in']}s, {r['source']})")
-    calls = status["calls"]
-    print(f"calls: {len(calls)}")
-    for c in calls:
-        print(f"  {c['caller']} -> {c['callee']}  {c['state']} {c['seconds']:.0f}s")
+    print(render_terminal(status, color=sys.stdout.isatty()))
     return 0
 
 

@@ -7,6 +7,7 @@ reported with the file name and the key, never as a traceback.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,7 @@ def default_data_dir() -> Path:
 class Config:
     bind: str = "0.0.0.0"
     sip_port: int = 5060
+    tls_port: int = 5061  # SIP over TLS for phones (0: none); box links use sip_port
     data_dir: Path = field(default_factory=default_data_dir)
     t1_ms: int = 500  # RFC 3261 T1; smaller on fast private links makes timeouts come sooner
     policy: str = "open"  # "open": first come, first bound; "digest": passwords in users_file
@@ -49,12 +51,16 @@ class Config:
     ca_cert: Path | None = None  # the deployment CA: only boxes it certified may join
     node_cert: Path | None = None  # this box's certificate (default data_dir/node.crt)
     overlay_transport: str = "auto"  # box-to-box: "auto" (UDP, TCP when big) or "tcp"
+    box_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    web_port: int | None = None  # None: 80 (8080 without the right to bind 80); 0: off
+    web_operator_password: str | None = None  # none: the web pages only show, never change
 
 
 # TOML layout: section -> {key in the file: Config attribute}
 _LAYOUT: dict[str, dict[str, str]] = {
-    "sip": {"bind": "bind", "port": "sip_port", "t1_ms": "t1_ms"},
-    "node": {"data_dir": "data_dir", "log_level": "log_level"},
+    "sip": {"bind": "bind", "port": "sip_port", "tls_port": "tls_port", "t1_ms": "t1_ms"},
+    "node": {"data_dir": "data_dir", "log_level": "log_level", "name": "box_name"},
+    "web": {"port": "web_port", "operator_password": "web_operator_password"},
     "overlay": {
         "name": "overlay", "discovery": "discovery", "interfaces": "interfaces",
         "seeds": "seeds", "ca_cert": "ca_cert", "node_cert": "node_cert",
@@ -131,6 +137,12 @@ def _check(config: Config, path: Path | None) -> None:
     where = f"{path}: " if path else ""
     if not 0 <= config.sip_port <= 65535:
         raise ConfigError(f"{where}SIP port {config.sip_port} is not between 0 and 65535")
+    if not 0 <= config.tls_port <= 65535:
+        raise ConfigError(f"{where}sip.tls_port {config.tls_port} is not between 0 and 65535")
+    if config.web_port is not None and not 0 <= config.web_port <= 65535:
+        raise ConfigError(f"{where}web port {config.web_port} is not between 0 and 65535")
+    if not 1 <= len(config.box_name) <= 64 or not config.box_name.isprintable():
+        raise ConfigError(f"{where}node.name must be 1 to 64 printable characters")
     if config.policy not in ("open", "digest"):
         raise ConfigError(
             f"{where}registrar policy must be 'open' or 'digest', not {config.policy!r}"

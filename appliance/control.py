@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 MAX_SOCKET_PATH = 100
+Command = Callable[[], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
 def _short_path(path: Path) -> str:
@@ -27,9 +29,12 @@ def _short_path(path: Path) -> str:
 
 
 class ControlServer:
-    def __init__(self, path: Path, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, path: Path, status: Callable[[], dict[str, Any]],
+                 commands: dict[str, Command] | None = None) -> None:
         self.path = path
-        self.status = status
+        # more commands by name (`overview`: the status page's document, which asks the
+        # other boxes and so is awaited)
+        self.commands: dict[str, Command] = {"status": status, **(commands or {})}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -41,10 +46,13 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             command = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
-            if command == "status":
-                reply: dict[str, Any] = self.status()
+            handler = self.commands.get(command)
+            if handler is None:
+                reply: Any = {"error": f"unknown command {command!r}"}
             else:
-                reply = {"error": f"unknown command {command!r}"}
+                reply = handler()
+                if inspect.isawaitable(reply):
+                    reply = await asyncio.wait_for(reply, 10)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):

@@ -7,6 +7,7 @@ as links come and go.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -15,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from overlay.chord.messages import NodeRef
+from overlay.chord.wire import REASONS
 from overlay.discovery import PROTOCOL_VERSION, Discovery, PeerInfo
 from overlay.identity import NodeIdentity
 from overlay.links import LinkWatcher, snapshot
+from overlay.revocation import Crl, Revocations
 from overlay.service import OverlayService, OverlaySettings, persisted_sequences
 from overlay.sip.routing import Address
 from overlay.sip.uri import uri_host
+
+from .crlfile import CrlFile
+from .pki import trust_summary
 
 log = logging.getLogger("meshsip.mesh")
 FIND_CACHE_SECONDS = 5.0  # repeated calls to one extension skip the lookup
@@ -46,9 +52,17 @@ class Mesh:
         self.config = config
         self.follow_links = host is None
         self._send, self._port = send, port
-        self._published: set[str] = set()
+        # extension -> its claim's proof (instance hash, password verified)
+        self._published: dict[str, tuple[str, bool]] = {}
+        # Told an extension another box took over (the storing node refused our record).
+        self.on_lost: Callable[[str], None] | None = None
         # one counter for every service this box runs (a new one per address change)
         self.sequences = persisted_sequences(data_dir / SEQUENCE_FILE)
+        # the CRL outlives services (a new one per address change)
+        self.revocations = Revocations(identity.ca_certificate)
+        self.revocations.on_adopted = self._revoked
+        self.crl_file = CrlFile(data_dir, self.revocations)
+        self._crl_task: asyncio.Task[None] | None = None
         self.service = self._new_service(host or primary_address(config.interfaces))
         self.discovery = Discovery(
             self.identity.node_id_hex, port, self._on_peer, overlay=config.overlay,
@@ -59,13 +73,15 @@ class Mesh:
         # Told every snapshot of the box's addresses (at start, then on each change).
         self.on_addresses: Callable[[dict[str, list[str]]], None] | None = None
         self._found: dict[str, tuple[float, list[str]]] = {}
+        self.crl_file.poll()  # before the first message comes in
 
     def _new_service(self, host: str) -> OverlayService:
         self.contact = f"sip:{uri_host(host)}:{self._port}"  # where boxes send calls for our phones
         settings = OverlaySettings(name=self.config.overlay, transport=self.config.transport)
         service = OverlayService(self.identity, settings, self._send, host, self._port,
-                                 self.sequences)
+                                 self.sequences, self.revocations)
         service.on_neighbors = self._remember
+        service.on_lost = self._lost
         return service
 
     def _remember(self, refs: list[NodeRef]) -> None:
@@ -90,8 +106,24 @@ class Mesh:
         self.service = self._new_service(host)
         self.service.start()
         self._found.clear()
-        for extension in self._published:
-            self.service.publish(extension, self.contact)
+        for extension, (instance, verified) in self._published.items():
+            self.service.publish(extension, self.contact, instance, verified)
+
+    def _revoked(self, crl: Crl) -> None:
+        """A newer CRL (from the file or a peer): drop whom it names, keep it on disk."""
+        if crl.revokes(self.identity.node_id):
+            log.warning("this box's own certificate is revoked: other boxes refuse it")
+        self.service.drop_revoked(crl)
+        self._found.clear()
+        self.crl_file.save(crl)
+
+    def revoked_box(self, token: str) -> bool:
+        """Whether a Meshsip-Hop token (a box's Node-ID prefix, as the proxy marks the
+        calls it hands on) names a revoked box: its calls are refused, as its messages."""
+        crl = self.revocations.crl
+        if crl is None or not token:
+            return False
+        return any(f"{node_id:032x}".startswith(token.lower()) for node_id in crl.node_ids)
 
     @property
     def node_id_hex(self) -> str:
@@ -99,12 +131,15 @@ class Mesh:
 
     async def start(self) -> None:
         self.service.start()
+        self._crl_task = asyncio.get_running_loop().create_task(self.crl_file.watch())
         await self.discovery.start()
         addresses = await self.links.start()
         if self.on_addresses is not None:
             self.on_addresses(addresses)
 
     async def stop(self) -> None:
+        if self._crl_task is not None:
+            self._crl_task.cancel()
         await self.links.stop()
         await self.discovery.stop()
         await self.service.stop()
@@ -122,17 +157,32 @@ class Mesh:
             return
         self.service.add_peer(ref)
 
-    def receive(self, data: bytes, source: Address) -> None:
-        self.service.receive(data, source)
+    def receive(self, data: bytes, source: Address, link_peer: object = None) -> None:
+        self.service.receive(data, source, link_peer)
 
     # -- extensions ----------------------------------------------------------------------
     def publish(self, extension: str) -> None:
-        self._published.add(extension)
-        self.service.publish(extension, self.contact)
+        """A binding restored from disk (a claim made before a restart, no proof kept)."""
+        if extension not in self._published:
+            self._published[extension] = ("", False)
+            self.service.publish(extension, self.contact)
+
+    async def claim(self, extension: str, instance: str, verified: bool) -> str:
+        """Claim `extension` for this box (appliance/claims.py has the outcomes)."""
+        self._published[extension] = (instance, verified)
+        outcome = await self.service.claim(extension, self.contact, instance, verified)
+        if outcome == "in use":
+            self._published.pop(extension, None)
+        return outcome
 
     def withdraw(self, extension: str) -> None:
-        self._published.discard(extension)
-        self.service.withdraw(extension, self.contact)
+        if self._published.pop(extension, None) is not None:
+            self.service.withdraw(extension, self.contact)
+
+    def _lost(self, aor: str) -> None:
+        self._published.pop(aor, None)
+        if self.on_lost is not None:
+            self.on_lost(aor)
 
     async def find(self, extension: str) -> list[str]:
         """SIP URIs of the other boxes that serve `extension` (empty when none does)."""
@@ -151,7 +201,12 @@ class Mesh:
         self._found.pop(extension, None)
 
     def status(self) -> dict[str, Any]:
+        codec = self.service.codec.counters
+        refusals = {r: codec[r] for r in REASONS} | {
+            r: self.revocations.counters[r] for r in ("crl_foreign", "crl_malformed")}
         return self.service.status() | {
+            "refusals": refusals,
+            "trust": trust_summary(self.identity),
             "discovery": "on" if self.config.discovery else "off",
             "peers_known": len(self.discovery.known_peers()),
         }

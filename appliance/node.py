@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ from overlay.identity import IdentityError, NodeIdentity
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, parse_message
 from overlay.sip.resolver import Resolver
-from overlay.sip.responses import salvage_error_response
+from overlay.sip.responses import make_response, salvage_error_response
 from overlay.sip.routing import Address, local_ip_for, stamp_via
 from overlay.sip.transaction import TransactionLayer, client_key_of
 from overlay.sip.transport import SendError, SipTransport
@@ -22,12 +23,18 @@ from overlay.wakeup import Wakeup
 
 from .addresses import OwnAddresses, default_names
 from .auth import DigestPolicy
+from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
+from .phone_tls import PhoneTlsError, tls_settings
+from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
+from .proxy.boxes import HOP_HEADER
 from .registrar import Clocks, Location
 from .users import load_users
+from .web.metrics import NodeMetrics
+from .web.site import WebError, Website
 
 log = logging.getLogger("meshsip.node")
 HOUSEKEEPING_SECONDS = 5.0
@@ -42,13 +49,14 @@ class Node:
         self.config = config
         self.data_dir = config.data_dir
         self.started_at = time.time()
-        self.counters = {"parse_errors": 0, "bad_requests_answered": 0}
+        self.counters = {"parse_errors": 0, "bad_requests_answered": 0,
+                         "revoked_box_requests": 0}
         self._wakeup = Wakeup(self._on_timer)
         self._local_ips: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare_data_dir()
         try:
-            self.identity = NodeIdentity.load(self.data_dir, ca_cert=config.ca_cert,
+            self.identity = NodeIdentity.load(self.data_dir, ca_cert=deployment_ca(config),
                                               node_cert=config.node_cert)
         except IdentityError as exc:
             raise NodeError(str(exc)) from None
@@ -75,7 +83,14 @@ class Node:
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve
         self.transport = SipTransport(self._on_message, self._on_send_error)
-        self.control = ControlServer(self.data_dir / "control.sock", self.status)
+        try:
+            self.transport.tls = tls_settings(self.identity, self.data_dir, config.tls_port != 0)
+        except (PhoneTlsError, ssl.SSLError) as exc:
+            raise NodeError(str(exc)) from None
+        self.metrics = NodeMetrics()
+        self.web = Website(self, self.metrics)  # serves only when started (web_port != 0)
+        self.control = ControlServer(self.data_dir / "control.sock", self.status,
+                                     {"overview": self.web.document})
         self.bindings_file = self.data_dir / "bindings.json"
         self.mesh: Mesh | None = None
         self._pending_publish: list[tuple[str, bool]] = []
@@ -97,15 +112,25 @@ class Node:
         restored = self.location.load(self.bindings_file, Clocks.read(loop.time()))
         try:
             await self.transport.start(self.config.bind, self.config.sip_port)
+            if self.config.tls_port:
+                await self.transport.listen_tls(self.config.tls_port)
         except OSError as exc:
             raise NodeError(str(exc)) from None
-        self.own.port = self.transport.local_port
+        self.own.port, self.own.tls_port = self.transport.local_port, self.transport.tls_port
         await self._start_mesh()
         await self.control.start()
+        if self.config.web_port != 0:
+            try:
+                await self.web.start(self.config.bind, self.config.web_port)
+            except WebError as exc:
+                await self.stop()
+                raise NodeError(str(exc)) from None
         self._tasks.append(loop.create_task(self._housekeeping()))
         log.info(
-            "meshsip node ready: SIP on UDP and TCP %s:%d, data in %s, registration %s%s",
-            self.config.bind, self.transport.local_port, self.data_dir, self.config.policy,
+            "meshsip node ready: SIP on UDP and TCP %s:%d%s, data in %s, registration %s%s",
+            self.config.bind, self.transport.local_port,
+            f", TLS {self.transport.tls_port}" if self.transport.tls_port else "",
+            self.data_dir, self.config.policy,
             f", {restored} registrations restored" if restored else "",
         )
 
@@ -118,16 +143,18 @@ class Node:
                          self.transport.local_port)
         self.proxy.find_remote = self._find_remote
         self.proxy.forget_remote = self.mesh.forget
+        self.location.claims = self._claim
+        self.mesh.on_lost = self.location.drop
         self.own.add_names([self.mesh.discovery.server])
         self.mesh.on_addresses = self.own.set_links
         await self.mesh.start()
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
         self._pending_publish.clear()
-        log.info("overlay %r: node %s at %s:%d, %s mode, discovery %s", c.overlay,
+        log.info("overlay %r: node %s at %s:%d, %s mode (%s), discovery %s", c.overlay,
                  self.mesh.node_id_hex[:16], self.mesh.service.ref.host,
-                 self.transport.local_port,
-                 self.mesh.identity.mode, "on" if c.discovery else "off")
+                 self.transport.local_port, self.mesh.identity.mode,
+                 trust_summary(self.identity), "on" if c.discovery else "off")
 
     def _on_extension(self, extension: str, present: bool) -> None:
         """The registrar gained or lost an extension: tell the mesh."""
@@ -138,14 +165,44 @@ class Node:
         else:
             self.mesh.withdraw(extension)
 
+    def _claim(self, pending: PendingClaim, answer: ClaimAnswer) -> None:
+        """Ask the mesh for a new extension; the phone hears 100 Trying if it takes long."""
+        mesh = self.mesh
+        assert mesh is not None
+        loop = asyncio.get_running_loop()
+
+        def trying() -> None:
+            answer.trying(loop.time())
+            self._pump(loop.time())
+
+        async def claim() -> None:
+            timer = loop.call_later(TRYING_AFTER, trying)
+            try:
+                outcome = await mesh.claim(pending.extension, pending.instance, pending.verified)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the node is stopping
+                outcome = UNREACHED  # the overlay service was replaced (new address)
+            finally:
+                timer.cancel()
+            answer(outcome, loop.time())
+            self._pump(loop.time())
+
+        task = loop.create_task(claim())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
     def _find_remote(self, extension: str, reply: Callable[[list[str], float], None]) -> None:
         mesh = self.mesh
         assert mesh is not None
         loop = asyncio.get_running_loop()
 
         async def find() -> None:
+            started = loop.time()
             boxes = await mesh.find(extension)
             now = loop.time()
+            self.metrics.lookup_done(now - started, bool(boxes))
             reply(boxes, now)
             self._pump(now)
 
@@ -159,6 +216,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._wakeup.cancel()
         self._save_bindings()
+        await self.web.close()
         if self.mesh is not None:
             await self.mesh.stop()
         await self.control.close()
@@ -189,10 +247,15 @@ class Node:
             message = parse_message(data)
             if message.get("DHT-NodeID") is not None:
                 if self.mesh is not None:  # box-to-box overlay traffic, signed
-                    self.mesh.receive(data, source)
+                    self.mesh.receive(data, source, self.transport.peer_of(source))
                 return
             if isinstance(message, Request):
                 stamp_via(message, source)
+                if self._from_revoked_box(message, source):
+                    return
+                if source[0] == "TLS" and message.top_via.host == source[1]:
+                    # in-dialog requests to the phone's Contact reuse its connection
+                    self.transport.alias(source, message.top_via.port or 5061)
         except SipParseError as exc:
             self.counters["parse_errors"] += 1
             response = salvage_error_response(data, exc.status, exc.reason)
@@ -203,6 +266,17 @@ class Node:
             return
         self.txl.receive(message, source, now)
         self._pump(now)
+
+    def _from_revoked_box(self, request: Request, source: Address) -> bool:
+        """A call another box handed on (Meshsip-Hop) from a box whose certificate is
+        revoked: refused (403), counted; it must not reach our phones through stale
+        records it still holds."""
+        if self.mesh is None or not self.mesh.revoked_box(request.get(HOP_HEADER) or ""):
+            return False
+        self.counters["revoked_box_requests"] += 1
+        if request.method != "ACK":
+            self.transport.send(make_response(request, 403, "Box Revoked").encode(), source)
+        return True
 
     def _on_send_error(self, dest: Address, exc: Exception) -> None:
         """A message could not be sent (TCP refused, ...): its client transaction fails now."""
@@ -261,7 +335,8 @@ class Node:
                 if len(self._local_ips) > 4096:
                     self._local_ips.clear()
                 local = self._local_ips[ip] = local_ip_for(ip)
-        return (transport, local, self.transport.local_port)
+        port = self.transport.tls_port if transport == "TLS" else self.transport.local_port
+        return (transport, local, port)
 
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

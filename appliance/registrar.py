@@ -34,6 +34,8 @@ from overlay.sip.responses import make_response
 from overlay.sip.routing import Address, new_tag
 from overlay.sip.uri import NameAddr, parse_name_addr
 
+from .claims import CLAIMS_MAX, IN_USE, PendingClaim, StartClaim, instance_hash
+
 log = logging.getLogger("meshsip.registrar")
 
 # Returns a response (401 challenge, 403) to refuse the request, or None to accept it.
@@ -99,6 +101,9 @@ class Location:
         # Told when an extension gains its first live binding (True) or loses its last
         # (False): the mesh publishes which extensions this box serves.
         self.observer: Callable[[str, bool], None] | None = None
+        # Plugged in by the node with its mesh: a new extension is a claim (claims.py).
+        self.claims: StartClaim | None = None
+        self.claiming: dict[str, PendingClaim] = {}  # bounded by CLAIMS_MAX
 
     def _notify(self, extension: str, present: bool) -> None:
         if self.observer is not None:
@@ -124,13 +129,15 @@ class Location:
             self.changed = True
         return gone
 
-    def register(self, request: Request, source: Address, now: float) -> Response:
+    def register(self, request: Request, source: Address, now: float
+                 ) -> Response | PendingClaim:
         try:
             return self._register(request, source, now)
         except SipParseError as exc:
             return make_response(request, 400, exc.reason, new_tag())
 
-    def _register(self, request: Request, source: Address, now: float) -> Response:
+    def _register(self, request: Request, source: Address, now: float
+                  ) -> Response | PendingClaim:
         tag = new_tag()
         extension = request.to_user
         if not extension:
@@ -147,6 +154,13 @@ class Location:
                 log.warning("refused REGISTER for %s from %s: bound to a phone at %s",
                             extension, source[1], owner)
                 return make_response(request, 403, f"Extension {extension} is in use", tag)
+        claiming = self.claiming.get(extension)
+        if contacts and claiming is not None:
+            if self.open_policy and claiming.source[1] != source[1]:
+                return make_response(request, 403, f"Extension {extension} is in use", tag)
+            response = make_response(request, 500, "Registration in progress", tag)
+            response.add("Retry-After", "1")
+            return response
         expires_header = request.get("Expires")
         default = (parse_delta(expires_header, "Expires") if expires_header is not None
                    else self.default_expires)
@@ -184,9 +198,44 @@ class Location:
             if old is None:
                 log.info("registered %s at %s for %ds from %s %s:%d",
                          extension, contact, expires, *source)
+        if contacts and current and not live and self.claims is not None:
+            return self._claim(request, source, extension, list(current.values()), tag)
         if contacts:
             self._set(extension, list(current.values()))
         return self._ok(request, extension, now, tag)
+
+    def _claim(self, request: Request, source: Address, extension: str,
+               bindings: list[Binding], tag: str) -> Response | PendingClaim:
+        """A first binding of `extension` here: the mesh decides (claims.py)."""
+        if len(self.claiming) >= CLAIMS_MAX:
+            response = make_response(request, 503, "Too many registrations in progress", tag)
+            response.add("Retry-After", "1")
+            return response
+        pending = PendingClaim(extension, bindings, request, source, tag,
+                               instance_hash(request.contact_views), self.auth is not None)
+        self.claiming[extension] = pending
+        return pending
+
+    def settle(self, pending: PendingClaim, outcome: str, now: float) -> Response:
+        """The mesh answered a claim: bind (accepted, or no storing node reached) or 403."""
+        pending.answered = True
+        if self.claiming.get(pending.extension) is pending:
+            del self.claiming[pending.extension]
+        extension, request = pending.extension, pending.request
+        if outcome == IN_USE:
+            log.warning("refused REGISTER for %s from %s: in use on another box",
+                        extension, pending.source[1])
+            return make_response(request, 403, f"Extension {extension} is in use on another box",
+                                 pending.tag)
+        live = [b for b in pending.bindings if b.expires_at > now]
+        self._set(extension, self.lookup(extension, now) + live)
+        return self._ok(request, extension, now, pending.tag)
+
+    def drop(self, extension: str) -> None:
+        """The mesh gave `extension` to another box: its phones here lose it."""
+        if self.bindings.get(extension):
+            log.warning("%s is registered on another box now: dropped here", extension)
+            self._set(extension, [])
 
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True

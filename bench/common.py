@@ -106,7 +106,8 @@ def node(ready_timeout: float = 20.0) -> Iterator[Server]:
         work, port = Path(tmp), free_port()
         log = work / "node.log"
         cmd = [sys.executable, "-m", "appliance.cli", "run", "--bind", HOST,
-               "--sip-port", str(port), "--data-dir", str(work / "data"), "--no-discovery"]
+               "--sip-port", str(port), "--tls-port", "0", "--data-dir", str(work / "data"),
+               "--no-discovery", "--web-port", "0"]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=repo_env(), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=out, start_new_session=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import memory
+import overlay_rate
 import parse_rate
 import register_rate
 
@@ -22,6 +23,7 @@ BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("parse_rate", parse_rate.main),
     ("register_rate", register_rate.main),
     ("memory", memory.main),
+    ("overlay_rate", overlay_rate.main),
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes
 # in network namespaces (root only).

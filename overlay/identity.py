@@ -52,6 +52,9 @@ _ORG = "meshsip"
 # Self-signed certificates are deterministic: RFC 5280 4.1.2.5 "no well-defined expiration".
 _SELF_NOT_BEFORE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _SELF_NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+# CA-issued serials: marker bit, Node-ID, random tag (see node_serial).
+_TAG_BITS = 24
+_MARK = 1 << (NODE_ID_BITS + _TAG_BITS)
 
 
 class IdentityError(Exception):
@@ -65,6 +68,20 @@ class IdentityError(Exception):
 def node_id_from_public_key(raw: bytes) -> int:
     """Node-ID of a raw 32-byte Ed25519 public key: first 128 bits of its SHA-256."""
     return int.from_bytes(hashlib.sha256(raw).digest()[: NODE_ID_BITS // 8], "big")
+
+
+def node_serial(node_id: int) -> int:
+    """The serial number of a CA-issued node certificate: a marker bit, the Node-ID and
+    24 random bits (153 bits, within RFC 5280's 20 octets). A CRL listing it thereby
+    names the box it drops (overlay/revocation.py)."""
+    return _MARK | node_id << _TAG_BITS | secrets.randbits(_TAG_BITS)
+
+
+def node_id_of_serial(serial: int) -> int | None:
+    """The Node-ID a `node_serial` embeds; None for a serial of another layout."""
+    if serial >> (NODE_ID_BITS + _TAG_BITS) != 1:
+        return None
+    return serial >> _TAG_BITS & ((1 << NODE_ID_BITS) - 1)
 
 
 def node_id_hex(node_id: int) -> str:
@@ -206,11 +223,25 @@ def _verify_peer(
     return PeerIdentity(node_id, raw)
 
 
-def _node_name(node_id: int) -> x509.Name:
-    return x509.Name([
+def _node_name(node_id: int, name: str | None = None) -> x509.Name:
+    attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
         x509.NameAttribute(NameOID.COMMON_NAME, node_id_hex(node_id)),
-    ])
+    ]
+    if name:
+        attributes.append(x509.NameAttribute(NameOID.PSEUDONYM, name))
+    return x509.Name(attributes)
+
+
+def certificate_name(cert: x509.Certificate) -> str | None:
+    """The human name `meshsip ca issue --name` put in a node certificate (or a CA's CN)."""
+    oid = NameOID.COMMON_NAME if _is_ca(cert) else NameOID.PSEUDONYM
+    try:
+        values = cert.subject.get_attributes_for_oid(oid)
+    except Exception:  # lazily parsed: see verify_peer
+        return None
+    value = values[0].value if values else None
+    return value if isinstance(value, str) else None
 
 
 def _leaf_extensions(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
@@ -311,11 +342,13 @@ def issue_node_certificate(
     node_public_key: bytes | Ed25519PublicKey,
     valid_days: int = 10 * 365,
     now: dt.datetime | None = None,
+    name: str | None = None,
 ) -> x509.Certificate:
     """A CA-issued certificate for a node's key (raw 32 bytes or key object).
 
     The subject CN is the Node-ID the key hashes to: the CA decides nothing about where
-    the node sits, it only vouches that the key belongs to the deployment.
+    the node sits, it only vouches that the key belongs to the deployment. `name` (a
+    human name for status pages) goes in the subject as a pseudonym.
     """
     if isinstance(node_public_key, bytes | bytearray):
         try:
@@ -326,10 +359,10 @@ def issue_node_certificate(
     node_id = node_id_from_public_key(raw_public_key(node_public_key))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_node_name(node_id))
+        .subject_name(_node_name(node_id, name))
         .issuer_name(ca.certificate.subject)
         .public_key(node_public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(node_serial(node_id))
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=valid_days))
     )

@@ -3,6 +3,9 @@
 Overlay messages are SIP and share the node's port with the phones: the node hands
 every message that carries a DHT-NodeID header to `OverlayService.receive`. Messages
 are signed and checked by the wire codec; anything it refuses is counted and dropped.
+Over streams boxes speak TLS only ("MTLS", overlay/link_tls.py): a message on a plain
+TCP connection is dropped, and one on a link whose TLS peer is another Node-ID than the
+message's sender too (`counters["link_refused"]`).
 The service turns the Chord node's request ids into awaitables for the appliance.
 """
 
@@ -22,12 +25,15 @@ from .chord.messages import NodeRef, Ping, Pong, Record
 from .chord.records import SequenceCounter, resource_key
 from .chord.wire import WireCodec
 from .identity import NodeIdentity
+from .revocation import Crl, Revocations
 from .sip.transaction import Address
 from .wakeup import Wakeup
 
 log = logging.getLogger("meshsip.overlay")
-UDP_LIMIT = 1300  # larger messages go over TCP: UDP fragments get lost on lossy links
+UDP_LIMIT = 1300  # larger messages go over TLS: UDP fragments get lost on lossy links
+STREAM = "MTLS"  # the transport of box links (overlay/sip/tls.py)
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
+CLAIM_WAIT = 4.0  # seconds a claim waits for the storing node before the box binds anyway
 SEED_RETRY = 10.0
 SEQUENCE_BLOCK = 10_000  # record sequences reserved per write of the sequence file
 
@@ -37,19 +43,22 @@ Send = Callable[[bytes, Address], None]
 @dataclass
 class OverlaySettings:
     name: str = "meshsip"
-    transport: str = "auto"  # "auto": UDP, TCP for messages too big for one datagram; "tcp"
+    transport: str = "auto"  # "auto": UDP, TLS for messages too big for one datagram; "tcp": TLS
     chord: chord.ChordConfig = field(default_factory=chord.ChordConfig)
 
 
 class OverlayService:
     def __init__(self, identity: NodeIdentity, settings: OverlaySettings, send: Send,
-                 host: str, port: int, sequences: SequenceCounter | None = None) -> None:
+                 host: str, port: int, sequences: SequenceCounter | None = None,
+                 revocations: Revocations | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.send = send
         self.ref = NodeRef(identity.node_id, host, port)
         settings.chord.overlay = settings.name
-        self.codec = WireCodec(identity, settings.name)
+        settings.chord.contact_is_owner = True  # records name their box (claims.py)
+        self.codec = WireCodec(identity, settings.name, revocations=revocations)
+        self.revocations = self.codec.revocations
         self.node = chord.ChordNode(self.ref, identity.record_signer,
                                     config=settings.chord, now=self._now(),
                                     sequences=sequences)
@@ -59,10 +68,13 @@ class OverlayService:
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
-        self.counters = {"received": 0, "sent": 0, "refused": 0}
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "link_refused": 0,
+                         "not_sent_revoked": 0}
         # Told the ring neighbours whenever they change (peer exchange: the box remembers
         # them for its next start, where multicast may be eaten).
         self.on_neighbors: Callable[[list[NodeRef]], None] | None = None
+        # Told the AOR of a claim a storing node refused later (another box has it now).
+        self.on_lost: Callable[[str], None] | None = None
 
     @staticmethod
     def _now() -> float:
@@ -110,7 +122,11 @@ class OverlayService:
         self._pump()
 
     # -- message path ---------------------------------------------------------------------
-    def receive(self, data: bytes, source: Address) -> None:
+    def receive(self, data: bytes, source: Address, link_peer: object = None) -> None:
+        """`link_peer`: the Node-ID the TLS link `source` authenticated (None: none)."""
+        if source[0] not in ("UDP", STREAM):
+            self.counters["link_refused"] += 1  # boxes' streams are TLS
+            return
         # The codec answers what it refuses (403 Stale Date lets a box whose clock is
         # behind catch up; 428 asks a sender we hold no certificate for to send it again)
         # and sends a request again when a 428 answers it: the node sees neither.
@@ -125,8 +141,13 @@ class OverlayService:
             log.debug("refused overlay message from %s:%d: %s", source[1], source[2],
                       got.refused)
             return
-        self.counters["received"] += 1
         msg = got.message
+        if msg is not None and link_peer is not None and msg.src.id != link_peer:
+            self.counters["link_refused"] += 1  # a box speaking for another
+            log.info("dropped a message from %s on the TLS link of %032x", _short(msg.src),
+                     link_peer)
+            return
+        self.counters["received"] += 1
         if msg is None:  # handled by the codec (a 428 on which it sent the request again)
             return
         if isinstance(msg, Pong) and msg.txn in self._seed_txns:
@@ -138,7 +159,7 @@ class OverlayService:
 
     def _transmit(self, data: bytes, dest: tuple[str, int]) -> None:
         big = len(data) > UDP_LIMIT
-        transport = "TCP" if big or self.settings.transport == "tcp" else "UDP"
+        transport = STREAM if big or self.settings.transport == "tcp" else "UDP"
         self.counters["sent"] += 1
         self.send(data, (transport, dest[0], dest[1]))
 
@@ -147,6 +168,9 @@ class OverlayService:
             self._on_event(event)
         wall = time.time()
         for dest, msg in self.node.messages_to_send():
+            if self.revocations.revokes(dest.id):  # the node times it out and drops it
+                self.counters["not_sent_revoked"] += 1
+                continue
             try:
                 data = self.codec.encode(msg, dest, wall)
             except ValueError as exc:
@@ -173,8 +197,20 @@ class OverlayService:
                       _short(event.predecessor), [_short(s) for s in event.successors])
             if self.on_neighbors is not None:
                 self.on_neighbors([*event.successors, *filter(None, [event.predecessor])])
+        elif isinstance(event, chord.ClaimLost):
+            log.warning("%s is another box's now: no longer published", event.aor)
+            if self.on_lost is not None:
+                self.on_lost(event.aor)
         elif isinstance(event, chord.RecordRejected):
-            log.warning("rejected a record from %s: %s", _short(event.source), event.reason)
+            log.warning("rejected a record for %s from %s: %s", event.record.aor,
+                        _short(event.source), event.reason)
+
+    def drop_revoked(self, crl: Crl) -> None:
+        """A newer CRL: the boxes it names leave our tables, and their records go."""
+        records = self.node.exclude(crl.node_ids, self._now())
+        log.info("revocation list %d: %d boxes revoked, %d of their records dropped",
+                 crl.number, len(crl.node_ids), records)
+        self._pump()
 
     def _wait(self, request_id: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -183,11 +219,29 @@ class OverlayService:
         return fut
 
     # -- what the appliance asks of the overlay ------------------------------------------
-    def publish(self, aor: str, contact: str) -> None:
-        """Say that `aor` is reachable at `contact` (this box), until withdrawn."""
-        record = Record(resource_key(aor), aor, self.ref.id, contact, 0, RECORD_LIFETIME)
-        self.node.put(record, self._now())
+    def publish(self, aor: str, contact: str, instance: str = "", verified: bool = False
+                ) -> None:
+        """Claim `aor` for `contact` (this box), until withdrawn."""
+        self._put(aor, contact, instance, verified)
         self._pump()
+
+    def _put(self, aor: str, contact: str, instance: str, verified: bool) -> int:
+        record = Record(resource_key(aor), aor, self.ref.id, contact, 0, RECORD_LIFETIME,
+                        instance=instance, verified=verified)
+        return self.node.put(record, self._now())
+
+    async def claim(self, aor: str, contact: str, instance: str, verified: bool) -> str:
+        """Publish and wait for the storing node: "accepted", "in use" (another box's),
+        or "unreached" (no answer within CLAIM_WAIT; the record keeps trying)."""
+        rid = self._put(aor, contact, instance, verified)  # waited for before any pump
+        try:
+            event = await asyncio.wait_for(self._wait(rid), CLAIM_WAIT)
+        except TimeoutError:
+            self._waiting.pop(rid, None)
+            return "unreached"
+        if isinstance(event, chord.PutDone):
+            return "accepted"
+        return "in use" if event.reason == "in use" else "unreached"
 
     def withdraw(self, aor: str, contact: str) -> None:
         self.node.remove(resource_key(aor), aor, contact, self._now())
@@ -201,7 +255,8 @@ class OverlayService:
         except TimeoutError:
             return []
         if isinstance(event, chord.GetDone):
-            return [r for r in event.records if r.aor == aor and r.lifetime > 0]
+            return [r for r in event.records if r.aor == aor and r.lifetime > 0
+                    and not self.revocations.revokes(r.owner)]  # stale copies elsewhere
         return []
 
     def status(self) -> dict[str, Any]:
@@ -211,6 +266,7 @@ class OverlayService:
             "node_id": f"{self.ref.id:032x}",
             "address": f"{self.ref.host}:{self.ref.port}",
             "mode": self.identity.mode,
+            "crl_number": self.revocations.number,
             "predecessor": _short(n.predecessor),
             "successors": [_short(s) for s in n.successors],
             "ring_complete": n.ring_complete,

@@ -273,11 +273,11 @@ def test_udp_and_other_send_errors_are_reported() -> None:
         a, _, b, _ = await pair(errors)
         dest = ("UDP", HOST, b.local_port)
         a.send(b"x" * 70_000, dest)  # larger than any UDP datagram
-        a.send(b"OPTIONS", ("TLS", HOST, 5061))
+        a.send(b"OPTIONS", ("SCTP", HOST, 5061))
         await asyncio.sleep(0.05)
         assert [(d, e.data) for d, e in errors] == [  # type: ignore[attr-defined]
             (dest, b"x" * 70_000),
-            (("TLS", HOST, 5061), b"OPTIONS"),
+            (("SCTP", HOST, 5061), b"OPTIONS"),
         ]
         assert errors[0][1].errno == errno.EMSGSIZE  # type: ignore[attr-defined]
         assert isinstance(errors[1][1].__cause__, ValueError)

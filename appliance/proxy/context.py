@@ -102,7 +102,8 @@ class Contexts:
         out.set("Max-Forwards", str(request.max_forwards - 1))
         if request.method in RECORD_ROUTED and request.to_tag is None and \
                 ctx.source is not None:
-            out.add("Record-Route", self.hops.record_route(ctx.source), first=True)
+            for value in reversed(self.hops.record_route(ctx.source, dest)):
+                out.add("Record-Route", value, first=True)
         out.add("Via", self.hops.via(dest, new_branch()), first=True)
         branch = Branch(out, dest)
         ctx.branches.append(branch)

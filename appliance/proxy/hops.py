@@ -56,10 +56,19 @@ class Hops:
         _, ip, port = self.local_address(source)
         return sent_by == (uri_host(ip).lower(), port)
 
-    def record_route(self, source: Address) -> str:
-        _, ip, port = self.local_address(source)
-        # The upstream side; phones on both sides of one box share its addresses.
-        transport = ";transport=tcp" if source[0] == "TCP" else ""
+    def record_route(self, source: Address, dest: Address) -> list[str]:
+        """Our Record-Route values for a request from `source` to `dest`, topmost first:
+        one, naming the upstream side (phones on both sides of one box share its
+        addresses), or two when one side is TLS and the other is not (RFC 5658): each
+        side then reaches the box on its own transport and port."""
+        upstream = self._record_route(source)
+        if (source[0] == "TLS") == (dest[0] == "TLS"):
+            return [upstream]
+        return [self._record_route(dest), upstream]
+
+    def _record_route(self, peer: Address) -> str:
+        _, ip, port = self.local_address(peer)
+        transport = {"TCP": ";transport=tcp", "TLS": ";transport=tls"}.get(peer[0], "")
         return f"<sip:{uri_host(ip)}:{port};lr;ms={self.token}{transport}>"
 
 

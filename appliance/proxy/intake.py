@@ -19,6 +19,7 @@ from overlay.sip.routing import Address, literal_address, new_tag
 from overlay.sip.transaction import PROCEEDING, TRYING, RequestReceived, TransactionLayer
 from overlay.sip.uri import parse_name_addr
 
+from ..claims import ClaimAnswer, PendingClaim
 from ..registrar import Location
 from .boxes import Boxes
 from .calls import Calls
@@ -93,7 +94,12 @@ class Intake:
             return
         if request.method == "REGISTER":
             self.counters["registrations"] += 1
-            self.txl.send_response(self.location.register(request, source, now), key, now)
+            answer = self.location.register(request, source, now)
+            if isinstance(answer, PendingClaim):
+                assert self.location.claims is not None
+                self.location.claims(answer, ClaimAnswer(self.txl, self.location, answer, key))
+            else:
+                self.txl.send_response(answer, key, now)
             return
         if request.method == "CANCEL":
             self.contexts.on_cancel(request, key, now)
@@ -172,8 +178,9 @@ class Intake:
         for b in bindings:
             copy = copy_request(request)
             copy.uri = b.contact_uri().uri
-            # Phones on TCP are reached on the connection they registered over.
-            dest = b.source if b.source[0] == "TCP" else self.hops.uri_address(copy.uri)
+            # Phones on TCP or TLS are reached on the connection they registered over.
+            dest = b.source if b.source[0] in ("TCP", "TLS") else \
+                self.hops.uri_address(copy.uri)
             targets.append((copy, dest))
         if request.method == "INVITE":
             n = len(targets)

@@ -37,5 +37,10 @@ class ChordConfig:
     avoid_ttl: float = 5.0  # a node that missed a lookup hop is routed around
     peers_max: int = 64
     records_per_message: int = 16
+    # bounds of what a node stores for others (claims.py): more is refused and counted
+    max_records_per_message: int = 64
+    max_records_per_owner: int = 4096
+    max_records: int = 65536
+    contact_is_owner: bool = False  # a record's contact must be its owner's address (boxes)
     jitter: float = 0.1
     overlay: str = ""

@@ -1,5 +1,5 @@
 """What a node tells its owner (`ChordNode.next_event()`): joins, lookups, puts and gets
-finished or failed, rejected records, changed neighbours, the end of a leave."""
+finished or failed, rejected records, lost claims, changed neighbours, the end of a leave."""
 
 from __future__ import annotations
 
@@ -74,6 +74,15 @@ class RecordRejected:
 
 
 @dataclass(slots=True)
+class ClaimLost:
+    """A storing node refused one of our records: the AOR is another owner's (claims.py).
+    We no longer publish it; the box drops the phone's binding."""
+
+    resource_id: int
+    aor: str
+
+
+@dataclass(slots=True)
 class NeighborsChanged:
     predecessor: NodeRef | None
     successors: tuple[NodeRef, ...]
@@ -86,5 +95,5 @@ class Left:
 
 Event = (
     Joined | JoinFailed | LookupDone | LookupFailed | PutDone | PutFailed | GetDone
-    | GetFailed | RecordRejected | NeighborsChanged | Left
+    | GetFailed | RecordRejected | ClaimLost | NeighborsChanged | Left
 )

@@ -106,6 +106,22 @@ class Liveness:
             self._add_peer(node, self._now + self.config.merge_check_interval)
         self._republish_soon()
 
+    def exclude(self, node_ids: frozenset[int], now: float) -> int:
+        """The owner no longer trusts these nodes (their certificates were revoked; it
+        refuses their messages from now on): drop them from every table as if dead,
+        without keeping them as peers to re-check, and forget the records they own.
+        Returns how many records went."""
+        self._touch(now)
+        for ref in self.known_nodes() + list(self._recent.values()):
+            if ref.id in node_ids:
+                self._declare_dead(ref, lost=False)
+        for node_id in node_ids & self._peers.keys():
+            del self._peers[node_id]
+        owned = [st.record.identity for st in self.store.all() if st.record.owner in node_ids]
+        for ident in owned:
+            self.store.remove(ident)
+        return len(owned)
+
     def _suspect(self, node_id: int) -> None:
         _mark(self._suspects, node_id, self._now + self.config.suspect_ttl, self._now)
 

@@ -67,6 +67,11 @@ class Record:
     contact, sequence and lifetime. `public_key` is the owner's public key (raw Ed25519,
     32 bytes, in the real overlay; whatever the injected verifier understands in the
     simulator); the owner's Node-ID is a hash of it, which the verifier checks.
+
+    Ownership (`claims.py`): `claim` is the owner's sequence at which its claim on the
+    AOR began (a record with `claim == sequence` is a fresh claim); `instance` a hash of
+    the phone's `+sip.instance` ("" when it sent none); `verified` says the owner checked
+    the phone's digest password. All three are signed.
     """
 
     resource_id: int
@@ -78,6 +83,9 @@ class Record:
     remaining: int = 0
     signature: bytes = b""
     public_key: bytes = b""
+    claim: int = 0
+    instance: str = ""
+    verified: bool = False
 
     @property
     def identity(self) -> tuple[int, int, str]:
@@ -209,6 +217,7 @@ class Redirect(Message):
 class Stored(Message):
     accepted: int = 0
     rejected: int = 0
+    in_use: int = 0  # of the rejected: the AOR belongs to another owner (claims.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

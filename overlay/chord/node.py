@@ -20,7 +20,7 @@ package that says what it does and after which paper:
 - `fingers`, `lookups` (iterative and recursive), `unify` (ring unification after a
   partition);
 - `owned` (our records and their sequences), `replicas` (accept, sync, hand-over,
-  re-homing), `fetch` (gets).
+  re-homing), `claims` (which owner's record a storing node keeps; bounds), `fetch` (gets).
 
 The parts are mixins over one object, so the hot paths (`receive`, `_route`, the timers)
 reach every table directly, and a test or a mutant overrides a rule by overriding its
@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import random
 
+from .claims import Claims
 from .config import ChordConfig
 from .events import (
+    ClaimLost,
     Event,
     GetDone,
     GetFailed,
@@ -74,8 +76,8 @@ from .successors import SuccessorList
 from .unify import Unification
 
 __all__ = [
-    "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig",
-    "ChordNode", "Event", "GetDone", "GetFailed", "IllegalTransition", "JoinFailed", "Joined",
+    "LEAVING", "LEFT", "MASK", "MEMBER", "_TRANSITIONS", "ChordConfig", "ChordNode",
+    "ClaimLost", "Event", "GetDone", "GetFailed", "IllegalTransition", "JoinFailed", "Joined",
     "Left", "LookupDone", "LookupFailed", "NeighborsChanged", "PutDone", "PutFailed",
     "RecordRejected", "backoff", "between", "between_right", "dist", "finger_targets",
 ]
@@ -83,7 +85,7 @@ __all__ = [
 
 class ChordNode(
     Lifecycle, Plumbing, Liveness, SuccessorList, Membership, Stabilizer, Fingers, Lookups,
-    Unification, OwnedRecords, Replicas, Fetching,
+    Unification, OwnedRecords, Replicas, Claims, Fetching,
 ):
     """One overlay node. See the module docstring."""
 
@@ -112,6 +114,8 @@ class ChordNode(
                 "records_rejected", "records_accepted", "adoptions", "learns_routed",
                 "merge_checks", "transfers_sent", "pokes_sent",
                 "pokes_received", "republished", "expired_refused",
+                "records_in_use", "records_taken_over", "records_bad_contact",
+                "records_over_cap", "claims_lost",
             ),
             0,
         )
@@ -125,6 +129,7 @@ class ChordNode(
         self._init_unify(now)
         self._init_owned(now)
         self._init_replicas(now)
+        self._init_claims(now)
         c = self.config
         self._periodic("stabilize", now + self._jit(c.stabilize_interval) * self.rng.random())
         self._periodic("fingers", now + c.fix_fingers_interval * (1 + self.rng.random()))

@@ -8,6 +8,11 @@ and re-store their records `first_refresh` seconds after a put and then every li
 soon after a death (that node may have held every copy). A copy of one of our records
 seen elsewhere with a sequence we do not hold (issued before a restart that lost our
 counter) makes us go above it at once.
+
+Claims (claims.py): a put starts a claim on the AOR (`claim` = its sequence); until a
+storing node has accepted it, every version sent is a fresh claim again, then refreshes
+keep the claim's number. A storing node that refuses one as "in use" ends it: we stop
+publishing and say so (`ClaimLost`; a first put also fails, "in use").
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .events import PutDone, PutFailed
+from .events import ClaimLost, PutDone, PutFailed
 from .lifecycle import MEMBER
 from .messages import Message, NodeRef, Record, Store, Stored
 from .records import sign_record
@@ -31,6 +36,7 @@ class OwnedRecords:
     def _init_owned(self, now: float) -> None:
         self._owned: dict[tuple[int, int, str], tuple[Record, float]] = {}
         self._republish: set[tuple[int, int, str]] = set()  # due again after a death
+        self._unconfirmed: set[tuple[int, int, str]] = set()  # claims no node accepted yet
 
     def put(self, record: Record, now: float) -> int:
         """Sign `record` as ours, store it at its place and keep refreshing it. Its
@@ -38,7 +44,9 @@ class OwnedRecords:
         self._touch(now)
         rid = next(self._ids)
         seq = self.sequences.next(record.sequence)
-        rec = sign_record(replace(record, sequence=seq, remaining=0), self.id, self.signer)
+        rec = sign_record(replace(record, sequence=seq, remaining=0, claim=seq), self.id,
+                          self.signer)
+        self._unconfirmed.add(rec.identity)
         if rec.lifetime > 0:
             # a first re-store soon after: the copies may have been placed by a stale
             # view, or on a primary that crashed before replicating; then every
@@ -47,6 +55,7 @@ class OwnedRecords:
             self._owned[rec.identity] = (rec, now + first)
         else:
             self._owned.pop(rec.identity, None)
+            self._unconfirmed.discard(rec.identity)
         self._place(rec, rid)
         return rid
 
@@ -120,9 +129,10 @@ class OwnedRecords:
             return
         t = targets[0]
         if t.id == self.id:
-            self._accept_records((rec,), self.ref)
-            if rid is not None:
-                self._events.append(PutDone(rid, rec.resource_id, self.ref))
+            if self._accept_records((rec,), self.ref)[2]:
+                self._claim_refused(rec, rid)
+            else:
+                self._put_done(rec, rid, self.ref)
             return
         self._request(t, Store, partial(self._stored_at, rec, rid, targets), records=(rec,))
 
@@ -131,11 +141,28 @@ class OwnedRecords:
         """The Store to targets[0] finished: done, refused, or silent (try the next)."""
         if m is None:
             self._store_at(rec, rid, targets[1:])
+        elif isinstance(m, Stored) and m.in_use:
+            self._claim_refused(rec, rid)
         elif isinstance(m, Stored) and m.rejected == 0:
-            if rid is not None:
-                self._events.append(PutDone(rid, rec.resource_id, targets[0]))
+            self._put_done(rec, rid, targets[0])
         else:
             self._put_failed(rec, rid, "refused")
+
+    def _put_done(self, rec: Record, rid: int | None, primary: NodeRef) -> None:
+        self._unconfirmed.discard(rec.identity)
+        if rid is not None:
+            self._events.append(PutDone(rid, rec.resource_id, primary))
+
+    def _claim_refused(self, rec: Record, rid: int | None) -> None:
+        """The AOR is another owner's: stop publishing it (see the module doc)."""
+        self.stats["claims_lost"] += 1
+        self._owned.pop(rec.identity, None)
+        self._unconfirmed.discard(rec.identity)
+        self._republish.discard(rec.identity)
+        if rid is not None:
+            self._events.append(PutFailed(rid, rec.resource_id, "in use"))
+        if rec.lifetime > 0:
+            self._events.append(ClaimLost(rec.resource_id, rec.aor))
 
     def _put_failed(self, rec: Record, rid: int | None, reason: str) -> None:
         if rid is not None:
@@ -151,12 +178,14 @@ class OwnedRecords:
             if due > now:
                 continue
             seq = self.sequences.next(rec.sequence + 1)
-            new = sign_record(replace(rec, sequence=seq), self.id, self.signer)
+            claim = seq if ident in self._unconfirmed else rec.claim
+            new = sign_record(replace(rec, sequence=seq, claim=claim), self.id, self.signer)
             self._owned[ident] = (new, now + self._refresh_after(new))
             if ident in self._republish:
                 self._republish.discard(ident)
                 self.stats["republished"] += 1
             self._place(new, None)
         self._republish &= self._owned.keys()
+        self._unconfirmed &= self._owned.keys()
         if self._republish:  # marked after this round was set: do not wait a full second
             self._periodic_by("refresh", min(self._owned[i][1] for i in self._republish))

@@ -57,8 +57,9 @@ def resource_key(aor: str) -> int:
 def signing_bytes(record: Record) -> bytes:
     """The bytes a record's signature covers (everything except remaining/signature/key)."""
     return (
-        f"meshsip-record-v1\n{record.resource_id:032x}\n{record.aor}\n{record.owner:032x}\n"
-        f"{record.contact}\n{record.sequence}\n{record.lifetime}"
+        f"meshsip-record-v2\n{record.resource_id:032x}\n{record.aor}\n{record.owner:032x}\n"
+        f"{record.contact}\n{record.sequence}\n{record.lifetime}\n{record.claim}\n"
+        f"{record.instance}\n{int(record.verified)}"
     ).encode()
 
 
@@ -187,11 +188,15 @@ class RecordStore:
     def __init__(self) -> None:
         self._records: dict[tuple[int, int, str], StoredRecord] = {}
         self._by_resource: dict[int, dict[tuple[int, int, str], None]] = {}
+        self._per_owner: dict[int, int] = {}  # copies held, by owner (claims.py caps them)
         # expired versions (see "Freshness"): identity -> (the record, when to forget it)
         self._spent: dict[tuple[int, int, str], tuple[Record, float]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def count_of(self, owner: int) -> int:
+        return self._per_owner.get(owner, 0)
 
     def put(self, record: Record, now: float) -> bool:
         """Store or refresh a verified copy. True when it changed what this node holds."""
@@ -218,6 +223,8 @@ class RecordStore:
             return False
         self._spent.pop(ident, None)
         expires = now + left
+        if old is None:
+            self._per_owner[record.owner] = self._per_owner.get(record.owner, 0) + 1
         self._records[ident] = StoredRecord(record, expires, now)
         self._by_resource.setdefault(record.resource_id, {})[ident] = None
         return True
@@ -259,6 +266,9 @@ class RecordStore:
     def remove(self, ident: tuple[int, int, str]) -> None:
         st = self._records.pop(ident, None)
         if st is not None:
+            left = self._per_owner.pop(st.record.owner) - 1
+            if left:
+                self._per_owner[st.record.owner] = left
             idents = self._by_resource.get(st.record.resource_id)
             if idents is not None:
                 idents.pop(ident, None)

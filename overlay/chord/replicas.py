@@ -50,15 +50,21 @@ class Replicas:
 
     def _accept_records(
         self, records: Iterable[Record], src: NodeRef, replica: bool = False
-    ) -> tuple[int, int]:
-        """Verify and store copies. `replica`: pushed by a primary (so our holding it is
-        confirmed); a first copy we are not primary for gets re-homed at the next sync."""
-        accepted = rejected = 0
+    ) -> tuple[int, int, int]:
+        """Verify and store copies: (accepted, rejected, of which in use by another
+        owner). `replica`: pushed by a primary (so our holding it is confirmed); a first
+        copy we are not primary for gets re-homed at the next sync. Ownership and the
+        bounds: claims.py."""
+        accepted = rejected = in_use = 0
         changed = False
         now = self._now
         newer: list[Record] = []  # what we hold that beats the copies their owner sent
         from_owner = src.id != self.id
-        for rec in records:
+        for i, rec in enumerate(records):
+            if i >= self.config.max_records_per_message:
+                self.stats["records_over_cap"] += 1
+                rejected += 1
+                continue
             spent = self.store.spent(rec.identity, rec.sequence, now)
             if spent is not None:
                 # its life is counted out here: a re-store cannot give it a new one
@@ -86,6 +92,14 @@ class Replicas:
                 rejected += 1
                 self._reject(rec, src, "bad signature")
                 continue
+            if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:
+                self._recheck_claims(rec.resource_id)  # another box's: do we still own it?
+            refusal = self._admit(rec, src, replica)
+            if refusal is not None:
+                rejected += 1
+                in_use += refusal == "in use"
+                self._events.append(RecordRejected(rec, src, refusal))
+                continue
             accepted += 1
             if self.store.put(rec, now):
                 changed = True
@@ -99,12 +113,12 @@ class Replicas:
             self._schedule_sync()
         if newer:  # an owner that lost its counter learns where to go on from
             self._request(src, Transfer, None, records=tuple(newer))
-        return accepted, rejected
+        return accepted, rejected, in_use
 
     def _on_store(self, m: Store | Transfer) -> None:
         replica = isinstance(m, Store) and m.replica
-        accepted, rejected = self._accept_records(m.records, m.src, replica)
-        self._reply(m, Stored, accepted=accepted, rejected=rejected)
+        accepted, rejected, in_use = self._accept_records(m.records, m.src, replica)
+        self._reply(m, Stored, accepted=accepted, rejected=rejected, in_use=in_use)
 
     def _on_fetch(self, m: Fetch) -> None:
         good = []
@@ -133,6 +147,7 @@ class Replicas:
     def _sync(self) -> None:
         now = self._now
         self.store.expire(now)
+        self._expire_lost()
         full = now >= self._next_full_push
         if full:
             c = self.config

@@ -16,6 +16,7 @@ from .transaction import MAGIC_COOKIE, Address
 from .uri import Uri
 
 DEFAULT_PORT = 5060
+DEFAULT_TLS_PORT = 5061
 
 
 def new_branch() -> str:
@@ -62,8 +63,9 @@ def via_address(via: Via) -> Address:
     """Where a response travelling back along `via` goes (RFC 3261 18.2.2, RFC 3581 4)."""
     host = via.params.get("received") or via.host
     rport = via.params.get("rport")
-    port = int(rport) if rport else via.port or DEFAULT_PORT
-    transport = "TCP" if via.transport in ("TCP", "TLS") else "UDP"
+    transport = via.transport if via.transport in ("TCP", "TLS") else "UDP"
+    default = DEFAULT_TLS_PORT if transport == "TLS" else DEFAULT_PORT
+    port = int(rport) if rport else via.port or default
     return (transport, host.strip("[]"), port)
 
 
@@ -75,8 +77,10 @@ def uri_address(uri: Uri, address: Callable[[str], str | None]) -> Address | Non
     ip = address(uri.host)
     if ip is None:
         return None
-    transport = "TCP" if uri.transport in ("TCP", "TLS") else "UDP"
-    return (transport, ip, uri.port or DEFAULT_PORT)
+    # RFC 3261 26.2: a sips URI is TLS, whatever its transport parameter says
+    transport = "TLS" if uri.scheme == "sips" else uri.transport
+    transport = transport if transport in ("TCP", "TLS") else "UDP"
+    return (transport, ip, uri.port or (DEFAULT_TLS_PORT if transport == "TLS" else DEFAULT_PORT))
 
 
 def local_ip_for(peer_ip: str) -> str:

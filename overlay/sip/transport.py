@@ -1,10 +1,12 @@
-"""SIP over UDP and TCP with asyncio (RFC 3261 section 18): a thin adapter.
+"""SIP over UDP, TCP and TLS with asyncio (RFC 3261 section 18): a thin adapter.
 
 `SipTransport` binds UDP and TCP on the same port, hands every received message
 to `on_message(raw_bytes, source_address)` unparsed, and sends raw bytes to an
-`Address`. TCP connections are shared by direction: a connection the peer opened
-to us is keyed by the peer's address, so a response sent to the address a
-request came from goes back on that connection (RFC 3261 18.2.2).
+`Address`. Stream connections are shared by direction: a connection the peer opened
+to us is keyed by its transport and the peer's address, so a response sent to the
+address a request came from goes back on that connection (RFC 3261 18.2.2).
+With `tls` settings (tls.py) it also listens for SIP over TLS ("TLS") on a port of its
+own and takes box links ("MTLS") on the SIP port.
 
 Network failures never raise out of `send`; they are reported to
 `on_send_error(dest, exc)` from a later event-loop callback (never from inside
@@ -25,9 +27,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .errors import SipParseError
-from .framing import StreamFramer
-from .transaction import Address  # ("UDP" | "TCP", host, port)
+from .stream import MAX_WRITE_BUFFER, StreamConnection
+from .tls import MTLS, TLS, TlsSettings
+from .transaction import Address  # ("UDP" | "TCP" | "TLS" | "MTLS", host, port)
 
 OnMessage = Callable[[bytes, Address], None]
 OnSendError = Callable[[Address, Exception], None]
@@ -38,9 +40,7 @@ UDP_RCVBUF = 2 * 1024 * 1024
 IDLE_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
 MAX_CONNECTIONS = 1000
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
 _BIND_ATTEMPTS = 20
-_PONG = b"\r\n"
 UDP_READ_BATCH = 64  # datagrams read per wake-up at most, so TCP and timers get their turn
 _UDP_MAX = 65535
 _IP_VERSIONS: dict[str, int | None] = {}  # host text -> IP version (or None: a name)
@@ -94,13 +94,6 @@ def _bind_error(proto: str, host: str, port: int, exc: OSError) -> OSError:
     return OSError(exc.errno, text)
 
 
-def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
-    peername = transport.get_extra_info("peername")
-    if not peername:
-        return "", 0
-    return _normal_host(str(peername[0])), int(peername[1])
-
-
 class SipTransport:
     def __init__(self, on_message: OnMessage, on_send_error: OnSendError | None = None) -> None:
         self.on_message = on_message
@@ -118,15 +111,19 @@ class SipTransport:
             "connections_total": 0,  # TCP connections ever accepted or opened
             "connections_rejected": 0,  # accepted over max_connections and closed
             "keepalives": 0,  # CRLF pings answered on TCP, blank UDP datagrams dropped
+            "tls_failures": 0,  # TLS connections dropped: handshake, peer check, records
         }
+        self.tls: TlsSettings | None = None  # set before start() to offer TLS
+        self.tls_port = 0  # where the TLS listener is bound (0: none)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: _UdpEndpoint | None = None
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._family = socket.AF_INET
         self._host = ""
         self._port = 0
-        self._conns: dict[tuple[str, int], _TcpConnection] = {}  # by peer address
-        self._all: set[_TcpConnection] = set()
+        self._conns: dict[tuple[str, str, int], StreamConnection] = {}  # by kind, peer address
+        self._all: set[StreamConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -147,7 +144,7 @@ class SipTransport:
         self._host, self._port = str(udp_sock.getsockname()[0]), udp_sock.getsockname()[1]
         try:
             self._udp = _UdpEndpoint(self, udp_sock, loop)
-            self._server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp_sock)
+            self._server = await loop.create_server(lambda: StreamConnection(self), sock=tcp_sock)
         except BaseException:
             self._loop = None
             if self._udp is not None:
@@ -192,6 +189,32 @@ class SipTransport:
             f"no port free for both UDP and TCP on {host} after {_BIND_ATTEMPTS} attempts",
         )
 
+    async def listen_tls(self, port: int) -> None:
+        """Listen for SIP over TLS on TCP `port` (0: a free one), after start()."""
+        assert self._loop is not None and self.tls is not None and self.tls.server is not None
+        try:
+            self._tls_server = await self._loop.create_server(
+                lambda: StreamConnection(self, kind=TLS), self._host, port,
+                family=self._family, reuse_address=True)
+        except OSError as exc:
+            raise _bind_error("TLS", self._host, port, exc) from exc
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        log.info("listening on TLS %s port %d", self._host, self.tls_port)
+
+    def peer_of(self, source: Address) -> object:
+        """Who the TLS peer of the connection `source` names is (None: unknown)."""
+        conn = self._conns.get(source)
+        return None if conn is None or conn.tls is None else conn.tls.peer
+
+    def alias(self, source: Address, port: int) -> None:
+        """The stream `source` also serves its peer's `port` (the port a phone on TLS
+        names in its Via and Contact), so requests to that address reuse it (cf. RFC 5923);
+        only for the peer's own IP, at most a few per connection."""
+        conn = self._conns.get(source)
+        key = (source[0], source[1], port)
+        if conn is not None and len(conn.keys) < 4 and key not in self._conns:
+            conn.register(key)
+
     @property
     def local_port(self) -> int:
         return self._port
@@ -211,8 +234,9 @@ class SipTransport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         if self._udp is not None:
             self._udp.close()
         conns = list(self._all)
@@ -230,6 +254,8 @@ class SipTransport:
             conn.forget()  # still connecting when its task was cancelled
         if self._server is not None:
             await self._server.wait_closed()
+        if self._tls_server is not None:
+            await self._tls_server.wait_closed()
         self._conns.clear()
         self._all.clear()
 
@@ -247,8 +273,8 @@ class SipTransport:
         host = _normal_host(host)
         if proto == "UDP":
             self._send_udp(data, host, port, dest)
-        elif proto == "TCP":
-            self._send_tcp(data, host, port, dest)
+        elif proto in ("TCP", TLS, MTLS):
+            self._send_tcp(data, proto, host, port, dest)
         else:
             self._send_failed(dest, data, ValueError(f"unsupported transport {dest[0]!r}"))
 
@@ -281,15 +307,18 @@ class SipTransport:
         if not self._closed:
             self._send_udp(data, _normal_host(str(infos[0][4][0])), port, dest)
 
-    def _send_tcp(self, data: bytes, host: str, port: int, dest: Address) -> None:
-        conn = self._conns.get((host, port))
+    def _send_tcp(self, data: bytes, proto: str, host: str, port: int, dest: Address) -> None:
+        conn = self._conns.get((proto, host, port))
         if conn is None or conn.dead or (conn.transport and conn.transport.is_closing()):
-            conn = _TcpConnection(self, outbound=dest)
-            conn.register((host, port))
+            if proto != "TCP" and (self.tls is None or self.tls.context(proto, False) is None):
+                self._send_failed(dest, data, ConnectionError(f"{proto} is not configured"))
+                return
+            conn = StreamConnection(self, outbound=dest, kind=proto)
+            conn.register((proto, host, port))
             self._spawn(self._connect(conn, host, port))
         conn.write(data)
 
-    async def _connect(self, conn: _TcpConnection, host: str, port: int) -> None:
+    async def _connect(self, conn: StreamConnection, host: str, port: int) -> None:
         assert self._loop is not None
         local_addr = None
         if (
@@ -448,115 +477,3 @@ class _UdpEndpoint:
         self.loop.remove_writer(self.fd)
         self.backlog.clear()
         self.sock.close()
-
-
-class _TcpConnection(asyncio.Protocol):
-    """One TCP connection, inbound (accepted) or outbound (opened by send)."""
-
-    def __init__(self, owner: SipTransport, outbound: Address | None = None) -> None:
-        assert owner._loop is not None
-        self.owner = owner
-        self.outbound = outbound
-        self.transport: asyncio.Transport | None = None
-        self.framer = StreamFramer()
-        self.pings_answered = 0
-        self.pending: list[bytes] = []  # written before the connection was up
-        self.keys: list[tuple[str, int]] = []
-        self.peer = ("", 0)
-        self.dead = False
-        self.closed: asyncio.Future[None] = owner._loop.create_future()
-        self.last_active = owner._loop.time()
-        owner._all.add(self)
-        owner.counters["connections"] += 1
-        owner.counters["connections_total"] += 1
-
-    def register(self, key: tuple[str, int]) -> None:
-        if key not in self.keys:
-            self.keys.append(key)
-        self.owner._conns[key] = self
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = _peer(transport)
-        self.last_active = self.owner._loop.time()  # type: ignore[union-attr]
-        if self.outbound is None and len(self.owner._all) > self.owner.max_connections:
-            self.owner.counters["connections_rejected"] += 1
-            log.warning("too many TCP connections: refusing %s", self.peer)
-            transport.abort()
-            return
-        if self.peer[0] and self.peer not in self.owner._conns:
-            self.register(self.peer)
-        pending, self.pending = self.pending, []
-        for data in pending:
-            self.write(data)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is None:
-            self.pending.append(data)
-            return
-        self.transport.write(data)
-        self.owner.counters["sent"] += 1
-        self.last_active = self.owner._loop.time()  # type: ignore[union-attr]
-        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            dest = self.outbound or ("TCP", *self.peer)
-            log.warning("TCP peer %s is not reading: closing the connection", self.peer)
-            self.owner._send_failed(dest, data, ConnectionError("TCP peer is not reading"))
-            self.transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        owner = self.owner
-        self.last_active = owner._loop.time()  # type: ignore[union-attr]
-        try:
-            messages = self.framer.feed(data)
-        except SipParseError as exc:
-            owner.counters["framing_errors"] += 1
-            log.warning("closing TCP connection from %s: %s", self.peer, exc)
-            assert self.transport is not None
-            self.transport.abort()
-            return
-        if self.framer.pings > self.pings_answered:
-            self.pings_answered = self.framer.pings
-            owner.counters["keepalives"] += 1
-            assert self.transport is not None
-            self.transport.write(_PONG)  # one pong per read, never a ping back
-        source: Address = ("TCP", *self.peer)
-        for message in messages:
-            if self.dead:
-                break
-            owner._deliver(message, source)
-
-    def eof_received(self) -> bool | None:
-        return None  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.forget()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def connect_failed(self, exc: Exception) -> None:
-        dropped, self.pending = self.pending, []
-        self.forget()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        log.info(
-            "TCP connect to %s failed (%d messages dropped): %s", self.outbound, len(dropped), exc
-        )
-        assert self.outbound is not None
-        for data in dropped:
-            self.owner._send_failed(self.outbound, data, exc)
-
-    def forget(self) -> None:
-        if self.dead:
-            return
-        self.dead = True
-        owner = self.owner
-        for key in self.keys:
-            if owner._conns.get(key) is self:
-                del owner._conns[key]
-        owner._all.discard(self)
-        owner.counters["connections"] -= 1
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()

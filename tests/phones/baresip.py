@@ -70,6 +70,7 @@ class Baresip:
         netns: str | None = None,
         bind: str = HOST,
         outbound: str | None = None,
+        transport: str = "udp",
     ) -> None:
         self.extension = extension
         self.node_port = node_port
@@ -80,6 +81,7 @@ class Baresip:
         self.answermode = answermode
         self.tone_hz = tone_hz
         self.outbound = outbound  # outbound proxy URI: every request then carries its Route
+        self.transport = transport  # "udp", "tcp" or "tls" (then node_port is its TLS port)
         self.lifetime_s = lifetime_s  # baresip -t: it quits by itself after this, whatever happens
         self.netns = netns  # network namespace to run in (None: this one)
         self.bind = bind  # SIP and RTP address
@@ -101,8 +103,8 @@ class Baresip:
         return f"sip:{self.extension}@{self.node_host}:{self.node_port}"
 
     def account_line(self) -> str:
-        line = (f"<{self.aor};transport=udp>;regint={self.regint};answermode={self.answermode}"
-                ";audio_codecs=PCMU,PCMA")
+        line = (f"<{self.aor};transport={self.transport}>;regint={self.regint}"
+                f";answermode={self.answermode};audio_codecs=PCMU,PCMA")
         if self.password is not None:
             line += f";auth_pass={self.password}"
         if self.outbound is not None:

@@ -42,8 +42,10 @@ class NodeProcess:
     def __init__(self, tmp_path: Path, extra_args: tuple[str, ...], config: str | None,
                  port: int | None = None, data_dir: Path | None = None,
                  netns: str | None = None, host: str = HOST,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, tls_port: int = 0) -> None:
         self.port = port or free_port()
+        # Nodes side by side on loopback cannot all have 5061: TLS only when asked for.
+        self.tls_port = tls_port
         self.env = env or {}  # added to the node's environment (e.g. libfaketime)
         self.host = host  # the address it binds and phones use
         self.netns = netns  # network namespace to run in (None: this one)
@@ -54,8 +56,12 @@ class NodeProcess:
         self.cmd = [
             *ns_argv(netns), sys.executable, "-m", "appliance.cli", "run",
             "--bind", host, "--sip-port", str(self.port), "--data-dir", str(self.data_dir),
+            "--tls-port", str(tls_port),
             # mDNS in this (the root) namespace would leave the machine: only inside ours.
             *(["--no-discovery"] if netns is None and "--no-discovery" not in extra_args
+              else []),
+            # as root the status page would take port 80 of this namespace: none, unless asked
+            *(["--web-port", "0"] if netns is None and "--web-port" not in extra_args
               else []),
             *extra_args,
         ]
@@ -161,8 +167,9 @@ class NodeFactory:
     def __call__(self, tmp_path: Path, *extra_args: str, config: str | None = None,
                  port: int | None = None, data_dir: Path | None = None,
                  netns: str | None = None, host: str = HOST,
-                 env: dict[str, str] | None = None) -> NodeProcess:
-        node = NodeProcess(tmp_path, extra_args, config, port, data_dir, netns, host, env)
+                 env: dict[str, str] | None = None, tls_port: int = 0) -> NodeProcess:
+        node = NodeProcess(tmp_path, extra_args, config, port, data_dir, netns, host, env,
+                           tls_port)
         self.nodes.append(node)
         return node.start()
 

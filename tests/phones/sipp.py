@@ -134,6 +134,7 @@ class _Sipp:
             "auth_user": service or "service",
             "password": "wrong",
             "realm": "meshsip",
+            "instance": "00000000-0000-1000-8000-00000000a001",  # register_instance.xml
         }
         values.update(keys or {})
         self.files = {

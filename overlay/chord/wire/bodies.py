@@ -7,6 +7,7 @@ docs/overlay-wire-format.md, "Record bodies".
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote
 
 from ...sip.message import Request, Response
@@ -22,6 +23,7 @@ from .values import (
     check_id,
 )
 
+_INSTANCE = re.compile(r"(-|[0-9a-f]{32})\Z")  # no instance, or its hash (claims.py)
 _REC_SAFE = "!$&'()*+,/:;=?@"  # printable ASCII left unescaped in record fields, but ' ' and %
 
 
@@ -34,11 +36,15 @@ def encode_records(records: tuple[m.Record, ...]) -> bytes:
     for r in records:
         check_id(r.resource_id, "resource_id")
         check_id(r.owner, "owner")
-        for name in ("sequence", "lifetime", "remaining"):
+        for name in ("sequence", "lifetime", "remaining", "claim"):
             check_count(getattr(r, name), name, MAX_RECORD_INT)
+        instance = r.instance or "-"
+        if not _INSTANCE.match(instance):
+            raise ValueError("record instance must be 32 lower-case hex digits")
         lines.append(
             f"{r.resource_id:032x} {r.owner:032x} {r.sequence} {r.lifetime} {r.remaining} "
-            f"{_q(r.aor)} {_q(r.contact)} {b64e(r.public_key)} {b64e(r.signature)}\n"
+            f"{_q(r.aor)} {_q(r.contact)} {b64e(r.public_key)} {b64e(r.signature)} "
+            f"{r.claim} {instance} {int(r.verified)}\n"
         )
     return "".join(lines).encode("ascii")
 
@@ -52,16 +58,19 @@ def decode_records(body: bytes) -> tuple[m.Record, ...]:
     out = []
     for line in text[:-1].split("\n"):
         f = line.split(" ")
-        if len(f) != 9 or not (HEX_ID.match(f[0]) and HEX_ID.match(f[1])):
+        if len(f) != 12 or not (HEX_ID.match(f[0]) and HEX_ID.match(f[1])):
             raise ValueError("bad record line")
-        if not all(DIGITS.match(x) and int(x) < MAX_RECORD_INT for x in f[2:5]):
+        if not all(DIGITS.match(x) and int(x) < MAX_RECORD_INT for x in (*f[2:5], f[9])):
             raise ValueError("bad record number")
+        if not _INSTANCE.match(f[10]) or f[11] not in ("0", "1"):
+            raise ValueError("bad record claim")
         out.append(m.Record(
             resource_id=int(f[0], 16), owner=int(f[1], 16), sequence=int(f[2]),
             lifetime=int(f[3]), remaining=int(f[4]),
             aor=unquote(f[5], encoding="utf-8", errors="strict"),
             contact=unquote(f[6], encoding="utf-8", errors="strict"),
-            public_key=b64d(f[7]), signature=b64d(f[8]),
+            public_key=b64d(f[7]), signature=b64d(f[8]), claim=int(f[9]),
+            instance="" if f[10] == "-" else f[10], verified=f[11] == "1",
         ))
     return tuple(out)
 

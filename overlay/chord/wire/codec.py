@@ -16,11 +16,13 @@ from functools import partial
 
 from ...identity import NodeIdentity, PeerIdentity
 from ...names import check_overlay_name
+from ...revocation import Revocations
 from ...sip.message import Request, Response, parse_message
 from .. import messages as m
 from .certificates import CertificateExchange, Claim, Unverifiable
 from .freshness import Freshness
 from .mapping import Mapping
+from .revocations import CrlExchange
 from .signature import Signature, sign, signature_params
 from .values import (
     CERT_NEEDED,
@@ -73,7 +75,8 @@ class WireCodec:
     `certificate_again_after` (seconds): a peer silent that long since a message we sent it
     without our certificate gets the certificate with the next one (a retransmission).
     `remember` and `remember_for` bound the requests kept for their answers (and for a
-    resend on a 428).
+    resend on a 428). `revocations`: the box's CRL (shared across its codecs; by default
+    a new, empty one): messages from revoked Node-IDs are refused, CRLs spread.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class WireCodec:
         certificate_cache: int = 1024,
         answer_rate: float = 20.0,
         certificate_again_after: float = 0.4,
+        revocations: Revocations | None = None,
     ) -> None:
         check_overlay_name(overlay)
         self.identity = identity
@@ -98,7 +102,7 @@ class WireCodec:
             (
                 "accepted", *REASONS, "clock_adjusted", "replay_cache_full",
                 "certificates_sent", "certificates_omitted", "answers_limited",
-                "certificate_resends",
+                "certificate_resends", "crl_sent",
             ),
             0,
         )
@@ -110,6 +114,8 @@ class WireCodec:
             answer_rate=answer_rate, remember=remember, remember_for=remember_for,
         )
         self.cert_id = self.certificates.cert_id
+        self.revocations = revocations or Revocations(identity.ca_certificate)
+        self.crls = CrlExchange(self.revocations, self.counters, certificate_cache)
 
     @property
     def clock_offset(self) -> float:
@@ -145,7 +151,7 @@ class WireCodec:
         if msg.overlay and msg.overlay != self.overlay:
             raise ValueError(f"message is for overlay {msg.overlay!r}, not {self.overlay!r}")
         check_count(msg.txn, "txn", MAX_TXN)
-        certs = partial(self.certificates.headers, msg, dst, now)
+        certs = partial(self._headers, msg, dst, now)
         if isinstance(msg, m.REQUEST_TYPES):
             sip: Request | Response = self.mapping.request(msg, dst, certs)
         else:
@@ -155,6 +161,11 @@ class WireCodec:
         sign(sip, self.identity, self.freshness.stamp(now),
              nonce if nonce is not None else secrets.token_bytes(8))
         return sip.encode()
+
+    def _headers(
+        self, msg: m.Message, dst: m.NodeRef | tuple[str, int], now: float,
+    ) -> list[tuple[str, str]]:
+        return self.certificates.headers(msg, dst, now) + self.crls.headers(dst)
 
     # ----------------------------------------------------------------------- decoding
 
@@ -189,10 +200,13 @@ class WireCodec:
             raise
         except PARSE_ERRORS as exc:
             raise WireError("malformed", str(exc)[:120]) from None
+        if self.crls.revoked(src.id):  # nothing else of it is worth checking
+            raise WireError("revoked", "sender's certificate is revoked")
         peer = self._signer(sip, src, claim, now)
         if not sig.verifies(sip, peer):
             raise WireError("signature", "bad signature")
         self.certificates.keep(src.id, claim, peer)
+        self.crls.read(sip, src.id)
         message = self._build(sip, src)
         # Authentic from here on: what follows may carry the message.
         try:

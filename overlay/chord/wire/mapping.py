@@ -285,6 +285,8 @@ def _response_fields(
             to_params["accepted"] = str(check_count(msg.accepted, "accepted"))
         if msg.rejected:
             to_params["rejected"] = str(check_count(msg.rejected, "rejected"))
+        if msg.in_use:
+            to_params["in-use"] = str(check_count(msg.in_use, "in_use"))
     elif isinstance(msg, m.Records):
         to_params["resource-id"] = f"{check_id(msg.resource_id, 'resource_id'):032x}"
         body = encode_records(msg.records)
@@ -390,7 +392,8 @@ def _build_response(
                        hops=_int_param(params, "hops"))
     if kind is m.Stored:
         return m.Stored(**base, accepted=_int_param(params, "accepted"),
-                        rejected=_int_param(params, "rejected"))
+                        rejected=_int_param(params, "rejected"),
+                        in_use=_int_param(params, "in-use"))
     if kind is m.Records:
         return m.Records(**base, resource_id=_key_param(params), records=records_of(sip))
     return kind(**base)  # Pong, Ack

@@ -17,7 +17,7 @@ from .. import messages as m
 
 REASONS = (
     "malformed", "overlay", "unsigned", "certificate", "signature", "stale", "misdirected",
-    "replay", "certificate_needed",
+    "replay", "certificate_needed", "revoked",
 )
 SIG_HEADER = "DHT-Signature"
 CERT_HEADER = "DHT-Certificate"

@@ -1,0 +1,134 @@
+"""The status page on a 5-box test bed, read by a real browser (headless Chromium).
+
+Five boxes in network namespaces (tests/meshbed), real mDNS between them, phones
+registered by sipp on three of them. Chromium runs inside box 0's namespace (the bed has
+no route out) and loads box 0's page on port 80, the default: with JavaScript on (it
+saves a screenshot, phone-sized) and off; the DOM must show all five boxes and every
+phone, and `/api/status` and `/metrics` must say the same. Then one box loses its power
+(SIGKILL): the other boxes' pages show it as not answering, with the plain-words line.
+Timings are printed (run with -s); nothing is asserted on time but generous deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meshbed import MeshBed, netns_available
+from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
+from phones.chromium import chromium_binary, page_dom, screenshot
+from phones.nsexec import in_netns
+from phones.sipp import sipp_binary
+
+NETNS_REASON = netns_available()
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.phones,
+    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
+    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
+    pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (apt-get install "
+                                                "chromium; `make test` does)"),
+]
+PHONES = {0: ["1001", "1002"], 2: ["2001"], 4: ["4001", "4002"]}
+
+
+def get(bed: MeshBed, i: int, path: str, host: int | None = None) -> bytes:
+    """GET http://<host's address>:80<path>, from inside host i's namespace."""
+    url = f"http://{bed.addr(i if host is None else host)}{path}"
+    return in_netns(bed.ns(i), lambda: urllib.request.urlopen(url, timeout=15).read())
+
+
+def status(bed: MeshBed, i: int) -> dict[str, Any]:
+    return json.loads(get(bed, i, "/api/status"))
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., MeshBed],
+                                                        tmp_path: Path) -> None:
+    bed = make_bed(5)
+    nodes = {i: bed.node(i, config=f'[node]\nname = "mesh-{i}"\n[sip]\nt1_ms = 200\n')
+             for i in range(5)}
+    port = 7000
+    for i, extensions in PHONES.items():
+        for ext in extensions:
+            port += 1
+            result = bed.sipp(i, "register", nodes[i].target, service=ext,
+                              keys={"contact_port": str(port)})
+            assert result.ok, result.logs
+    phones = sorted(e for exts in PHONES.values() for e in exts)
+
+    def complete(i: int) -> bool:
+        doc = status(bed, i)
+        return (sum(b["answering"] for b in doc["boxes"]) == 5
+                and sorted(p["extension"] for p in doc["directory"]) == phones)
+
+    formed = wait_for("box 0 sees 5 boxes answering and every phone", lambda: complete(0), 60)
+    print(f"\nbox 0's page complete {formed:.1f}s after the last REGISTER")
+
+    url = f"http://{bed.addr(0)}/"
+    html = get(bed, 0, "/")
+    shot = tmp_path / "status-page.png"
+    shot_seconds = screenshot(url, shot, netns=bed.ns(0), workdir=tmp_path, size=(412, 1500))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom_js, js_seconds = page_dom(url, netns=bed.ns(0), workdir=tmp_path)
+    dom_off, off_seconds = page_dom(url, netns=bed.ns(0), workdir=tmp_path, javascript=False)
+    print(f"page weight {len(html)} bytes; Chromium from start to the load event: JS on "
+          f"{js_seconds:.2f}s, off {off_seconds:.2f}s; screenshot run {shot_seconds:.2f}s "
+          f"({shot})")
+    assert len(html) < 100_000
+
+    doc = status(bed, 0)
+    ids = sorted(b["node_id"] for b in doc["boxes"])
+    assert len(ids) == 5 and {b["name"] for b in doc["boxes"]} == {f"mesh-{i}" for i in range(5)}
+    for dom in (dom_js, dom_off):
+        assert sorted(re.findall(r'data-box="([0-9a-f]+)"', dom)) == ids
+        assert sorted(re.findall(r'data-phone="([^"]+)"', dom)) == phones
+        assert all(f"mesh-{i}" in dom for i in range(5))
+        assert "<svg" in dom
+    live = re.compile(r'id="live">Live: updated')  # the page's script has run
+    assert live.search(dom_js) and not live.search(dom_off), dom_off[-800:]
+
+    metrics = get(bed, 0, "/metrics").decode()
+    assert metric(metrics, 'meshsip_boxes{state="answering"}') == 5
+    assert metric(metrics, 'meshsip_boxes{state="not_answering"}') == 0
+    assert metric(metrics, "meshsip_phones_overlay") == len(phones) == len(doc["directory"])
+    assert metric(metrics, "meshsip_bindings") == len(PHONES[0])
+    assert metric(metrics, "process_resident_memory_bytes") > 0
+
+    bed.kill_node(nodes[3])  # power lost: no goodbye
+    dead = next(b for b in doc["boxes"] if b["name"] == "mesh-3")
+
+    def shown_dead(i: int) -> bool:
+        d = status(bed, i)
+        box = next((b for b in d["boxes"] if b["node_id"] == dead["node_id"]), None)
+        return (box is not None and not box["answering"]
+                and any(p["text"].startswith("box mesh-3 (10.99.0.13) has not answered for")
+                        for p in d["problems"]))
+
+    for i in (0, 1):
+        seen = wait_for(f"box {i} shows mesh-3 not answering", lambda i=i: shown_dead(i), 60)
+        print(f"box {i} shows the killed box as not answering after {seen:.1f}s")
+    dom, _ = page_dom(f"http://{bed.addr(1)}/", netns=bed.ns(1), workdir=tmp_path,
+                      javascript=False)
+    assert "box mesh-3 (10.99.0.13) has not answered for" in dom
+    assert re.search(r"mesh-3.*not answering for", dom, re.DOTALL)
