@@ -75,4 +75,4 @@ provision: provision-venv
 # The playbook applied twice to a Debian 12 root built with mmdebstrap (root; a few minutes).
 test-provision: venv provision-venv
 	$(call apt_install,$(APT_PROVISION_PACKAGES))
-	$(PY) -m pytest -q -rs -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py
+	$(PY) -m pytest -q -rs -rP -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py

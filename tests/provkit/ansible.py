@@ -72,3 +72,17 @@ def playbook(inventory: Path, *args: str, playbook: Path | None = None,
 
 def tool(name: str) -> str | None:
     return shutil.which(name)
+
+
+def wheelhouse() -> Path:
+    """The controller's wheelhouse for this machine's architecture, in the test cache (built
+    once, rebuilt when the sources change): the playbook then finds it ready, even inside a
+    namespace with no route to PyPI."""
+    from .rootfs import cache_dir
+
+    out = cache_dir() / "wheelhouse"
+    arch = os.uname().machine
+    script = PROVISIONING / "roles/meshsip_node/files/build_wheelhouse.py"
+    subprocess.run([sys.executable, str(script), str(REPO), str(out / arch), arch], check=True,
+                   capture_output=True, timeout=600)
+    return out
