@@ -48,6 +48,13 @@ def test_playbook_applied_twice_to_a_debian_root(tmp_path: Path) -> None:
     unit = root / "etc/systemd/system/meshsip.service"
     assert "ExecStart=/opt/meshsip/bin/meshsip run --config /etc/meshsip/meshsip.toml" \
         in unit.read_text()
+    verify = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
+                             "/etc/systemd/system/meshsip.service"],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", f"--root={root}",
+                               "meshsip.service"], capture_output=True, text=True, timeout=120)
+    exposure = security.stdout.strip().splitlines()[-1] if security.stdout.strip() else "?"
     wants = root / "etc/systemd/system/multi-user.target.wants/meshsip.service"
     assert wants.is_symlink() and os.readlink(wants) == "/etc/systemd/system/meshsip.service"
     assert 'name = "meshsip"' in (root / "etc/meshsip/meshsip.toml").read_text()
@@ -66,4 +73,5 @@ def test_playbook_applied_twice_to_a_debian_root(tmp_path: Path) -> None:
 
     size = sum(f.stat().st_size for f in wheelhouse.glob("*/*.whl"))
     print(f"provision figures: first run {first.seconds:.0f} s, second run "
-          f"{second.seconds:.0f} s (changed=0), wheelhouse {size / 2**20:.1f} MiB")
+          f"{second.seconds:.0f} s (changed=0), wheelhouse {size / 2**20:.1f} MiB; "
+          f"systemd-analyze security: {exposure}")
