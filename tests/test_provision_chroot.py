@@ -44,6 +44,10 @@ def test_playbook_applied_twice_to_a_debian_root(tmp_path: Path) -> None:
     second = ansible.playbook(inventory, *args)
     assert second.returncode == 0, second.output[-6000:]
     assert second.recap("box1")["changed"] == 0, second.changed_tasks()
+    # In a chroot services are enabled, never started: the restart handler ran and skipped.
+    handler = first.output.split("RUNNING HANDLER [meshsip_node : Restart meshsip]", 1)
+    assert len(handler) == 2 and handler[1].split("\n", 2)[1].startswith("skipping:"), \
+        first.output[-3000:]
 
     unit = root / "etc/systemd/system/meshsip.service"
     assert "ExecStart=/opt/meshsip/bin/meshsip run --config /etc/meshsip/meshsip.toml" \
