@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the status document (as /api/status) as JSON")
     sub.add_parser("ca", add_help=False,
                    help="the deployment CA: init, issue, revoke (meshsip ca --help)")
+    sub.add_parser("enroll", add_help=False,
+                   help="let phones onboard: --open 10m, --linphone (meshsip enroll --help)")
     sub.add_parser("sim", add_help=False,
                    help="run the deterministic overlay simulator (meshsip sim --help)")
     return parser
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from overlay.sim.cli import main as sim_main  # the simulator loads only when asked
 
         return sim_main(argv[1:])
+    if argv[:1] == ["enroll"]:
+        from .onboard.cli import main as enroll_main
+
+        return enroll_main(argv[1:])
     if argv[:1] == ["ca"]:
         from .pki import main as ca_main
 

@@ -54,6 +54,10 @@ class Config:
     box_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     web_port: int | None = None  # None: 80 (8080 without the right to bind 80); 0: off
     web_operator_password: str | None = None  # none: the web pages only show, never change
+    enroll_window: int = 1800  # seconds enrolment is open after start (appliance/onboard)
+    enroll_secret: str | None = None  # shared by every box: passwords of allocated extensions
+    enroll_first: int = 2000  # extensions allocated to new phones: first..last
+    enroll_last: int = 2999
 
 
 # TOML layout: section -> {key in the file: Config attribute}
@@ -61,6 +65,8 @@ _LAYOUT: dict[str, dict[str, str]] = {
     "sip": {"bind": "bind", "port": "sip_port", "tls_port": "tls_port", "t1_ms": "t1_ms"},
     "node": {"data_dir": "data_dir", "log_level": "log_level", "name": "box_name"},
     "web": {"port": "web_port", "operator_password": "web_operator_password"},
+    "enroll": {"window": "enroll_window", "secret": "enroll_secret",
+               "first_extension": "enroll_first", "last_extension": "enroll_last"},
     "overlay": {
         "name": "overlay", "discovery": "discovery", "interfaces": "interfaces",
         "seeds": "seeds", "ca_cert": "ca_cert", "node_cert": "node_cert",
@@ -141,6 +147,9 @@ def _check(config: Config, path: Path | None) -> None:
         raise ConfigError(f"{where}sip.tls_port {config.tls_port} is not between 0 and 65535")
     if config.web_port is not None and not 0 <= config.web_port <= 65535:
         raise ConfigError(f"{where}web port {config.web_port} is not between 0 and 65535")
+    if not 1 <= config.enroll_first <= config.enroll_last or config.enroll_window < 0:
+        raise ConfigError(f"{where}[enroll]: need 1 <= first_extension <= last_extension "
+                          "and window >= 0")
     if not 1 <= len(config.box_name) <= 64 or not config.box_name.isprintable():
         raise ConfigError(f"{where}node.name must be 1 to 64 printable characters")
     if config.policy not in ("open", "digest"):

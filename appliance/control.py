@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_SOCKET_PATH = 100
-Command = Callable[[], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+Command = Callable[..., "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
 def _short_path(path: Path) -> str:
@@ -45,12 +45,13 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            command = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+            line = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+            command, *args = line.split()[:4] or [""]  # a command and its words
             handler = self.commands.get(command)
             if handler is None:
                 reply: Any = {"error": f"unknown command {command!r}"}
             else:
-                reply = handler()
+                reply = handler(*args)
                 if inspect.isawaitable(reply):
                     reply = await asyncio.wait_for(reply, 10)
             writer.write(json.dumps(reply).encode() + b"\n")

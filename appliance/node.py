@@ -27,6 +27,7 @@ from .claims import TRYING_AFTER, UNREACHED, ClaimAnswer, PendingClaim
 from .config import Config
 from .control import ControlServer
 from .mesh import Mesh, MeshConfig
+from .onboard.service import SIP_SERVICE, Onboarding, on_lost
 from .phone_tls import PhoneTlsError, tls_settings
 from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
@@ -91,6 +92,7 @@ class Node:
         self.web = Website(self, self.metrics)  # serves only when started (web_port != 0)
         self.control = ControlServer(self.data_dir / "control.sock", self.status,
                                      {"overview": self.web.document})
+        self.onboard = Onboarding(self)  # phones onboard themselves (appliance/onboard)
         self.bindings_file = self.data_dir / "bindings.json"
         self.mesh: Mesh | None = None
         self._pending_publish: list[tuple[str, bool]] = []
@@ -125,6 +127,7 @@ class Node:
             except WebError as exc:
                 await self.stop()
                 raise NodeError(str(exc)) from None
+        await self.onboard.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
         log.info(
             "meshsip node ready: SIP on UDP and TCP %s:%d%s, data in %s, registration %s%s",
@@ -144,9 +147,10 @@ class Node:
         self.proxy.find_remote = self._find_remote
         self.proxy.forget_remote = self.mesh.forget
         self.location.claims = self._claim
-        self.mesh.on_lost = self.location.drop
+        self.mesh.on_lost = on_lost(self, self.onboard)
         self.own.add_names([self.mesh.discovery.server])
-        self.mesh.on_addresses = self.own.set_links
+        self.mesh.discovery.services[SIP_SERVICE] = self.transport.local_port  # for phones
+        self.mesh.on_addresses = self._links_changed
         await self.mesh.start()
         for extension, present in self._pending_publish:
             self._on_extension(extension, present)
@@ -155,6 +159,10 @@ class Node:
                  self.mesh.node_id_hex[:16], self.mesh.service.ref.host,
                  self.transport.local_port, self.mesh.identity.mode,
                  trust_summary(self.identity), "on" if c.discovery else "off")
+
+    def _links_changed(self, addresses: dict[str, list[str]]) -> None:
+        self.own.set_links(addresses)
+        self.onboard.links_changed(addresses)
 
     def _on_extension(self, extension: str, present: bool) -> None:
         """The registrar gained or lost an extension: tell the mesh."""
@@ -216,6 +224,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._wakeup.cancel()
         self._save_bindings()
+        self.onboard.close()
         await self.web.close()
         if self.mesh is not None:
             await self.mesh.stop()
@@ -360,6 +369,7 @@ class Node:
             | self.txl.stats | self.resolver.stats,
             "overlay": self.mesh.status() if self.mesh is not None else None,
             "sip_addresses": self.own.status(),
+            "enroll": self.onboard.status(),
         }
 
 

@@ -148,19 +148,10 @@ class Location:
                 return refusal
         contacts = request.contact_views  # shared with the request: read only
         live = self.lookup(extension, now)
-        if contacts and self.open_policy and live:
-            owner = live[0].source[1]
-            if owner != source[1]:
-                log.warning("refused REGISTER for %s from %s: bound to a phone at %s",
-                            extension, source[1], owner)
-                return make_response(request, 403, f"Extension {extension} is in use", tag)
-        claiming = self.claiming.get(extension)
-        if contacts and claiming is not None:
-            if self.open_policy and claiming.source[1] != source[1]:
-                return make_response(request, 403, f"Extension {extension} is in use", tag)
-            response = make_response(request, 500, "Registration in progress", tag)
-            response.add("Retry-After", "1")
-            return response
+        if contacts:
+            busy = self._busy(request, source, extension, live, tag)
+            if busy is not None:
+                return busy
         expires_header = request.get("Expires")
         default = (parse_delta(expires_header, "Expires") if expires_header is not None
                    else self.default_expires)
@@ -203,6 +194,22 @@ class Location:
         if contacts:
             self._set(extension, list(current.values()))
         return self._ok(request, extension, now, tag)
+
+    def _busy(self, request: Request, source: Address, extension: str, live: list[Binding],
+              tag: str) -> Response | None:
+        """Open mode: another phone holds the extension here (403); a claim on it is
+        under way (403 for another phone, 500 with Retry-After for the same one)."""
+        claiming = self.claiming.get(extension)
+        holder = live[0].source[1] if live else claiming.source[1] if claiming else None
+        if self.open_policy and holder is not None and holder != source[1]:
+            log.warning("refused REGISTER for %s from %s: bound to a phone at %s",
+                        extension, source[1], holder)
+            return make_response(request, 403, f"Extension {extension} is in use", tag)
+        if claiming is not None:
+            response = make_response(request, 500, "Registration in progress", tag)
+            response.add("Retry-After", "1")
+            return response
+        return None
 
     def _claim(self, request: Request, source: Address, extension: str,
                bindings: list[Binding], tag: str) -> Response | PendingClaim:

@@ -100,14 +100,15 @@ def session_pids(sid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def node(ready_timeout: float = 20.0) -> Iterator[Server]:
-    """A meshsip node on a free loopback port with a fresh data dir; SIGTERM on exit."""
+def node(ready_timeout: float = 20.0, web_port: int = 0) -> Iterator[Server]:
+    """A meshsip node on a free loopback port with a fresh data dir; SIGTERM on exit.
+    Its status page is off unless web_port is given."""
     with tempfile.TemporaryDirectory(prefix="meshsip-bench-") as tmp:
         work, port = Path(tmp), free_port()
         log = work / "node.log"
         cmd = [sys.executable, "-m", "appliance.cli", "run", "--bind", HOST,
                "--sip-port", str(port), "--tls-port", "0", "--data-dir", str(work / "data"),
-               "--no-discovery", "--web-port", "0"]
+               "--no-discovery", "--web-port", str(web_port)]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=repo_env(), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=out, start_new_session=True)

@@ -17,6 +17,7 @@ import memory
 import overlay_rate
 import parse_rate
 import register_rate
+import web_rate
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
@@ -24,6 +25,7 @@ BENCHMARKS: list[tuple[str, Callable[[list[str]], dict[str, str]]]] = [
     ("register_rate", register_rate.main),
     ("memory", memory.main),
     ("overlay_rate", overlay_rate.main),
+    ("web_rate", web_rate.main),
 ]
 # These print their own tables: the overlay from the simulator, the mesh from real boxes
 # in network namespaces (root only).

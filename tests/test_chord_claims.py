@@ -176,3 +176,14 @@ def test_the_loser_of_a_take_over_is_told_and_re_stores_at_once() -> None:
     x._owned[ident] = (x._owned[ident][0], 50.0)
     x.receive(told[0][1], 2.0)
     assert x._owned[ident][1] == 2.0
+
+
+def test_a_claim_bound_while_alone_is_lost_when_the_ring_heals_and_refuses_it() -> None:
+    x = node(3)  # alone (a partition): its own storing node, so the claim is accepted
+    x.put(Record(resource_key(AOR), AOR, 0, "sip:10.0.0.3:5060", 0, 300), 0.0)
+    assert isinstance(x.next_event(), PutDone)
+    [(rec, _)] = x._owned.values()
+    # healed: its next refresh reaches a storing node that holds another box's claim
+    x._stored_at(rec, None, [ref(1)], Stored(src=ref(1), txn=1, rejected=1, in_use=1))
+    assert x.next_event() == ClaimLost(rec.resource_id, AOR) and x.next_event() is None
+    assert x._owned == {}

@@ -1,12 +1,14 @@
 """The status page on a 5-box test bed, read by a real browser (headless Chromium).
 
 Five boxes in network namespaces (tests/meshbed), real mDNS between them, phones
-registered by sipp on three of them. Chromium runs inside box 0's namespace (the bed has
-no route out) and loads box 0's page on port 80, the default: with JavaScript on (it
-saves a screenshot, phone-sized) and off; the DOM must show all five boxes and every
-phone, and `/api/status` and `/metrics` must say the same. Then one box loses its power
-(SIGKILL): the other boxes' pages show it as not answering, with the plain-words line.
-Timings are printed (run with -s); nothing is asserted on time but generous deadlines.
+registered by sipp on three of them, one box's clock 3 hours behind (libfaketime).
+Chromium runs inside box 0's namespace (the bed has no route out) and loads box 0's page
+on port 80, the default: with JavaScript on (it saves a screenshot, phone-sized) and
+off; the DOM must show all five boxes, every phone and the clock line, and `/api/status`
+and `/metrics` must say the same. Then one box loses its power (SIGKILL): the other
+boxes' pages show it as not answering, with the plain-words line, and keep showing it
+after the ring has dropped it. Timings are printed (run with -s); nothing is asserted on
+time but generous deadlines.
 """
 
 from __future__ import annotations
@@ -22,20 +24,25 @@ from typing import Any
 import pytest
 from meshbed import MeshBed, netns_available
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
-from phones.chromium import chromium_binary, page_dom, screenshot
+from phones.chromium import chromium_binary, page_dom
 from phones.nsexec import in_netns
 from phones.sipp import sipp_binary
 
 NETNS_REASON = netns_available()
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.phones,
     pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
     pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
+    pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="faketime not installed"),
     pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (apt-get install "
                                                 "chromium; `make test` does)"),
 ]
 PHONES = {0: ["1001", "1002"], 2: ["2001"], 4: ["4001", "4002"]}
+# box 4 is a Pi that booted without its clock: 3 hours behind (monotonic clock untouched)
+CLOCK_3H_BEHIND = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": "-3h",
+                   "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def get(bed: MeshBed, i: int, path: str, host: int | None = None) -> bytes:
@@ -66,7 +73,8 @@ def metric(text: str, name: str) -> float:
 def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., MeshBed],
                                                         tmp_path: Path) -> None:
     bed = make_bed(5)
-    nodes = {i: bed.node(i, config=f'[node]\nname = "mesh-{i}"\n[sip]\nt1_ms = 200\n')
+    nodes = {i: bed.node(i, config=f'[node]\nname = "mesh-{i}"\n[sip]\nt1_ms = 200\n',
+                         env=CLOCK_3H_BEHIND if i == 4 else None)
              for i in range(5)}
     port = 7000
     for i, extensions in PHONES.items():
@@ -88,13 +96,11 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
     url = f"http://{bed.addr(0)}/"
     html = get(bed, 0, "/")
     shot = tmp_path / "status-page.png"
-    shot_seconds = screenshot(url, shot, netns=bed.ns(0), workdir=tmp_path, size=(412, 1500))
+    dom_js, js_seconds = page_dom(url, netns=bed.ns(0), workdir=tmp_path, png=shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    dom_js, js_seconds = page_dom(url, netns=bed.ns(0), workdir=tmp_path)
     dom_off, off_seconds = page_dom(url, netns=bed.ns(0), workdir=tmp_path, javascript=False)
     print(f"page weight {len(html)} bytes; Chromium from start to the load event: JS on "
-          f"{js_seconds:.2f}s, off {off_seconds:.2f}s; screenshot run {shot_seconds:.2f}s "
-          f"({shot})")
+          f"{js_seconds:.2f}s, off {off_seconds:.2f}s; screenshot {shot}")
     assert len(html) < 100_000
 
     doc = status(bed, 0)
@@ -107,6 +113,9 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
         assert "<svg" in dom
     live = re.compile(r'id="live">Live: updated')  # the page's script has run
     assert live.search(dom_js) and not live.search(dom_off), dom_off[-800:]
+
+    clock = "the clock of box mesh-4 (10.99.0.14) differs by 3 hours from the other boxes"
+    assert clock in [p["text"] for p in doc["problems"]] and clock in dom_off
 
     metrics = get(bed, 0, "/metrics").decode()
     assert metric(metrics, 'meshsip_boxes{state="answering"}') == 5
@@ -128,6 +137,18 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
     for i in (0, 1):
         seen = wait_for(f"box {i} shows mesh-3 not answering", lambda i=i: shown_dead(i), 60)
         print(f"box {i} shows the killed box as not answering after {seen:.1f}s")
+
+    def ring_dropped(i: int) -> bool:
+        ring = status(bed, i)["overlay"]
+        return not any(dead["node_id"] in ref for ref in
+                       [*ring["successors"], ring["predecessor"] or ""])
+
+    dropped = wait_for("the ring drops mesh-3", lambda: ring_dropped(1), 120)
+    time.sleep(4)
+    print(f"box 1's ring dropped the killed box {dropped:.1f}s later; its page still shows it")
+    assert shown_dead(1)  # the page keeps a box its neighbours no longer hold ...
+    silent = next(b for b in status(bed, 1)["boxes"] if b["node_id"] == dead["node_id"])
+    assert silent["silent_seconds"] >= 4  # ... silent since they last held it
     dom, _ = page_dom(f"http://{bed.addr(1)}/", netns=bed.ns(1), workdir=tmp_path,
                       javascript=False)
     assert "box mesh-3 (10.99.0.13) has not answered for" in dom

@@ -169,8 +169,8 @@ def summary(node_id: str, **kw: Any) -> dict[str, Any]:
             "uptime_seconds": 60, "phones": ["2001"], "calls": [], "wall_clock": time.time()} | kw
 
 
-def make_survey(answers: dict[str, Any], members: list[tuple[str, str]]) -> tuple[Survey,
-                                                                                  list[str]]:
+def make_survey(answers: dict[str, Any],
+                members: list[tuple[str, str, bool]]) -> tuple[Survey, list[str]]:
     asked: list[str] = []
 
     async def fetch(host: str, port: int, path: str) -> dict[str, Any]:
@@ -184,9 +184,9 @@ def make_survey(answers: dict[str, Any], members: list[tuple[str, str]]) -> tupl
 
 
 def test_survey_answers_silence_and_impostors() -> None:
-    members = [("aa" * 16, "10.0.0.1"), ("bb" * 16, "10.0.0.2"), ("cc" * 16, "10.0.0.3"),
-               ("dd" * 16, "10.0.0.4")]
-    answers = {"10.0.0.1": summary("aa" * 16, phones=["1", "<b>", 5] + ["x" * 500]),
+    members = [("aa" * 16, "10.0.0.1", True), ("bb" * 16, "10.0.0.2", True),
+               ("cc" * 16, "10.0.0.3", True), ("dd" * 16, "10.0.0.4", False)]
+    answers = {"10.0.0.1": summary("aa" * 16, phones=["1", "<b>", 5, "\x1b[2J9"] + ["x" * 500]),
                "10.0.0.2": ConnectionRefusedError(111, "refused"),
                "10.0.0.3": summary("ee" * 16),  # another box at that address
                "10.0.0.4": summary("dd" * 16, uptime_seconds="long", calls="many",
@@ -201,7 +201,7 @@ def test_survey_answers_silence_and_impostors() -> None:
         return first[0]
 
     boxes = {b.address: b for b in asyncio.run(run())}
-    assert boxes["10.0.0.1"].answering and boxes["10.0.0.1"].phones == ["1", "<b>", "x" * 64]
+    assert boxes["10.0.0.1"].phones == ["1", "<b>", "[2J9", "x" * 64]  # no terminal escapes
     assert not boxes["10.0.0.2"].answering and "refused" in boxes["10.0.0.2"].error
     assert not boxes["10.0.0.3"].answering and "another box" in boxes["10.0.0.3"].error
     odd = boxes["10.0.0.4"]
@@ -212,11 +212,11 @@ def test_survey_answers_silence_and_impostors() -> None:
     assert any(t.startswith("box bbbbbbbb (10.0.0.2) has not answered for") for t in texts)
     assert "the clock of box box-dd (10.0.0.4) differs by 3 hours from the other boxes" in texts
     assert sorted(d["extension"] for d in doc["directory"]) == sorted(
-        ["1", "<b>", "x" * 64, "2001", "1001"])
+        ["1", "<b>", "[2J9", "x" * 64, "2001", "1001"])
 
 
 def test_a_dead_box_stays_known_after_the_ring_drops_it() -> None:
-    members = [("aa" * 16, "10.0.0.1")]
+    members = [("aa" * 16, "10.0.0.1", True)]
     answers: dict[str, Any] = {"10.0.0.1": summary("aa" * 16, name="mesh-3")}
     survey, _ = make_survey(answers, members)
     asyncio.run(survey.refresh())
@@ -367,3 +367,33 @@ def test_web_port_in_use_is_explained(start_node: NodeFactory, tmp_path: Path) -
     log = start_node.nodes[-1].log()
     assert "cannot serve the status page on port" in log and "Traceback" not in log
     start_node.nodes.pop()
+
+
+def test_port_80_without_the_right_falls_back_to_8080(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from appliance.web import site
+
+    tried: list[int] = []
+
+    async def start(self: HttpServer, host: str, port: int) -> None:
+        tried.append(port)
+        if port < 1024:
+            raise PermissionError(13, "Permission denied")
+        self.port = port
+
+    monkeypatch.setattr(HttpServer, "start", start)
+    node = SimpleNamespace(config=SimpleNamespace(web_operator_password=None), mesh=None)
+
+    async def main() -> None:
+        web = site.Website(node, NodeMetrics())  # type: ignore[arg-type]
+        await web.start("0.0.0.0", None)  # the default: 80
+        assert web.server.port == 8080
+        await web.close()
+        with pytest.raises(site.WebError, match="needs root or CAP_NET_BIND_SERVICE"):
+            await site.Website(node, NodeMetrics()).start("0.0.0.0", 81)  # type: ignore
+
+    asyncio.run(main())
+    assert tried == [80, 8080, 81]
+    assert "status page on port 8080 instead" in caplog.text

@@ -87,9 +87,19 @@ class Route:
 class Routes:
     def __init__(self) -> None:
         self.table: dict[str, Route] = {}
+        self.prefixes: dict[str, Route] = {}  # "/prov/": every path under it
 
     def add(self, path: str, handler: Handler, *, write: bool = False) -> None:
         self.table[path] = Route(handler, write)
+
+    def add_prefix(self, prefix: str, handler: Handler) -> None:
+        self.prefixes[prefix] = Route(handler)
+
+    def find(self, path: str) -> Route | None:
+        route = self.table.get(path)
+        if route is None:
+            route = next((r for p, r in self.prefixes.items() if path.startswith(p)), None)
+        return route
 
 
 class HttpServer:
@@ -191,7 +201,7 @@ class HttpServer:
         return request
 
     async def _answer(self, request: Request) -> Response:
-        route = self.routes.table.get(request.path)
+        route = self.routes.find(request.path)
         if route is None:
             return Response.text(404, f"Nothing at {request.path}. The status page is at /.")
         if route.write:

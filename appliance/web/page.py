@@ -17,7 +17,7 @@ from typing import Any
 from .problems import duration, plural
 
 RING_SIZE = 400  # SVG view box height; the width adds room for the labels at the sides
-MARGIN = 70
+MARGIN = 95
 RADIUS = 115
 LABELS_UP_TO = 12  # beyond this many boxes the picture names them only
 

@@ -79,8 +79,12 @@ class Website:
 
     async def _note_members(self) -> None:
         while True:
-            if self.survey.note_members():
-                await self.survey.refresh()
+            try:
+                new = self.survey.note_members()
+                if new:  # one request to each new box (a cold start of n boxes: n - 1 each)
+                    await self.survey.ask(new)
+            except Exception:  # a slip here must not end the noting for good
+                log.exception("noting the ring's boxes failed")
             await asyncio.sleep(NOTE_SECONDS)
 
     async def close(self) -> None:
@@ -93,7 +97,12 @@ class Website:
         mesh = self.node.mesh
         if mesh is None:
             return []
-        return [(f"{ref.id:032x}", ref.host) for ref in mesh.service.node.known_nodes()]
+        ring = mesh.service.node
+        neighbours = {ref.id: ref for ref in
+                      [*ring.successors, *filter(None, [ring.predecessor])]}
+        return [(f"{ref.id:032x}", ref.host, ref.id in neighbours)
+                for ref in [*neighbours.values(),
+                            *(r for r in ring.known_nodes() if r.id not in neighbours)]]
 
     def this_box(self) -> ThisBox:
         node, mesh = self.node, self.node.mesh
@@ -113,7 +122,8 @@ class Website:
     async def document(self) -> dict[str, Any]:
         """`/api/status`: the node's status and the overlay as this box sees it."""
         others = await self.survey.refresh()
-        return self.node.status() | overview(self.this_box(), others, time.monotonic())
+        doc = self.node.status() | overview(self.this_box(), others, time.monotonic())
+        return doc | {"enrolment": self.node.onboard.panel()}  # appliance/onboard
 
     # -- routes ----------------------------------------------------------------------------
     async def _page(self, request: Request) -> Response:

@@ -34,7 +34,10 @@ MAX_PHONES = 1000  # per box
 MAX_CALLS = 200  # per box
 MAX_TEXT = 64
 
-Member = tuple[str, str]  # (node id hex, host) of a box the ring knows
+# (node id hex, host, neighbour) of a box the ring knows; a neighbour (successor or
+# predecessor) is one that stabilize keeps checking, so being one shows it alive; a finger
+# may stay long after its box died (a small ring does not refresh fingers)
+Member = tuple[str, str, bool]
 Fetch = Callable[[str, int, str], Awaitable[dict[str, Any]]]
 
 
@@ -81,33 +84,39 @@ class Survey:
     def view(self) -> list[BoxView]:
         return sorted(self.boxes.values(), key=lambda b: b.node_id)
 
-    def note_members(self) -> bool:
+    def note_members(self) -> list[BoxView]:
         """Remember the boxes the ring knows now, without asking them anything (the node
         calls this every few seconds): a box killed while nobody looked is still known,
-        and its silence counted from when the ring last held it. True when a box is new
-        (the node then surveys once, to learn its name while it answers)."""
+        and its silence counted from when the ring last held it. Returns the boxes new
+        to the table (the node asks each once, to learn its name while it answers)."""
         now = time.monotonic()
-        new = False
-        members = dict(self.members()[:MAX_ASKED])
+        new = []
+        members = {node_id: (host, neighbour)
+                   for node_id, host, neighbour in self.members()[:MAX_ASKED]}
         for box in self.boxes.values():
             box.in_ring = box.node_id in members
-            if box.in_ring:
+            if box.in_ring and members[box.node_id][1]:
                 box.alive_at = now
-        for node_id, host in members.items():
+        for node_id, (host, _) in members.items():
             box = self.boxes.get(node_id)
             if box is None or box.address != host:
                 self.boxes[node_id] = BoxView(node_id, host, alive_at=now,
                                               name=box.name if box else "")
-                new = True
+                new.append(self.boxes[node_id])
         self._forget(now)
         return new
 
     async def _survey(self) -> None:
         self.note_members()
-        asked = list(self.boxes.values())
-        results = await asyncio.gather(*(self._ask(b) for b in asked))
+        await self.ask(list(self.boxes.values()))
+        self._done_at = time.monotonic()
+        self.rounds += 1
+
+    async def ask(self, boxes: list[BoxView]) -> None:
+        """Asks these boxes for their summaries, all at once."""
+        results = await asyncio.gather(*(self._ask(b) for b in boxes))
         done = time.monotonic()
-        for box, (summary, sent_wall, error) in zip(asked, results, strict=True):
+        for box, (summary, sent_wall, error) in zip(boxes, results, strict=True):
             if summary is not None and summary.get("node_id") != box.node_id:
                 summary, error = None, "another box answers at this address"
             if summary is None:
@@ -115,8 +124,6 @@ class Survey:
                 continue
             _apply(box, summary, sent_wall)
             box.answering, box.alive_at, box.error = True, done, ""
-        self._done_at = done
-        self.rounds += 1
 
     async def _ask(self, box: BoxView) -> tuple[dict[str, Any] | None, float, str]:
         sent = time.time()
@@ -143,7 +150,10 @@ class Survey:
 
 
 def _text(value: Any) -> str:
-    return value[:MAX_TEXT] if isinstance(value, str) else ""
+    """A bounded, printable string (no control characters for a terminal to obey)."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c for c in value[:MAX_TEXT] if c.isprintable())
 
 
 def _apply(box: BoxView, summary: dict[str, Any], middle_wall: float) -> None:

@@ -155,12 +155,15 @@ class OwnedRecords:
 
     def _claim_refused(self, rec: Record, rid: int | None) -> None:
         """The AOR is another owner's: stop publishing it (see the module doc)."""
+        if rid is not None:
+            self._events.append(PutFailed(rid, rec.resource_id, "in use"))
+        owned = self._owned.get(rec.identity)
+        if owned is not None and owned[0].claim != rec.claim:
+            return  # the answer to an ended claim: a newer one is under way
         self.stats["claims_lost"] += 1
         self._owned.pop(rec.identity, None)
         self._unconfirmed.discard(rec.identity)
         self._republish.discard(rec.identity)
-        if rid is not None:
-            self._events.append(PutFailed(rid, rec.resource_id, "in use"))
         if rec.lifetime > 0:
             self._events.append(ClaimLost(rec.resource_id, rec.aor))
 

@@ -51,20 +51,21 @@ class Replicas:
     def _accept_records(
         self, records: Iterable[Record], src: NodeRef, replica: bool = False
     ) -> tuple[int, int, int]:
-        """Verify and store copies: (accepted, rejected, of which in use by another
-        owner). `replica`: pushed by a primary (so our holding it is confirmed); a first
-        copy we are not primary for gets re-homed at the next sync. Ownership and the
-        bounds: claims.py."""
+        """Verify and store copies: (accepted, rejected, of which in use by another owner,
+        claims.py). `replica`: pushed by a primary (so our holding it is confirmed); a
+        first copy we are not primary for gets re-homed at the next sync."""
         accepted = rejected = in_use = 0
         changed = False
         now = self._now
         newer: list[Record] = []  # what we hold that beats the copies their owner sent
         from_owner = src.id != self.id
-        for i, rec in enumerate(records):
-            if i >= self.config.max_records_per_message:
-                self.stats["records_over_cap"] += 1
-                rejected += 1
-                continue
+        records = tuple(records)
+        cap = self.config.max_records_per_message
+        if len(records) > cap:  # the rest is refused and counted
+            rejected = len(records) - cap
+            self.stats["records_over_cap"] += rejected
+            records = records[:cap]
+        for rec in records:
             spent = self.store.spent(rec.identity, rec.sequence, now)
             if spent is not None:
                 # its life is counted out here: a re-store cannot give it a new one
@@ -88,17 +89,10 @@ class Replicas:
                         st.drop_at = math.inf  # a primary counts on this copy
                     accepted += 1
                     continue
-            if not verify_record(rec, self.signer):
-                rejected += 1
-                self._reject(rec, src, "bad signature")
-                continue
-            if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:
-                self._recheck_claims(rec.resource_id)  # another box's: do we still own it?
-            refusal = self._admit(rec, src, replica)
+            refusal = self._refusal(rec, src, replica)
             if refusal is not None:
                 rejected += 1
                 in_use += refusal == "in use"
-                self._events.append(RecordRejected(rec, src, refusal))
                 continue
             accepted += 1
             if self.store.put(rec, now):
@@ -114,6 +108,19 @@ class Replicas:
         if newer:  # an owner that lost its counter learns where to go on from
             self._request(src, Transfer, None, records=tuple(newer))
         return accepted, rejected, in_use
+
+    def _refusal(self, rec: Record, src: NodeRef, replica: bool) -> str | None:
+        """Why a new version may not be stored (None: it may): its signature, then
+        ownership and the bounds (claims.py)."""
+        if not verify_record(rec, self.signer):
+            self._reject(rec, src, "bad signature")
+            return "bad signature"
+        if rec.owner != self.id and rec.lifetime > 0 and src.id != self.id:
+            self._recheck_claims(rec.resource_id)  # another box's: do we still own it?
+        refusal = self._admit(rec, src, replica)
+        if refusal is not None:
+            self._events.append(RecordRejected(rec, src, refusal))
+        return refusal
 
     def _on_store(self, m: Store | Transfer) -> None:
         replica = isinstance(m, Store) and m.replica

@@ -119,6 +119,10 @@ class Discovery:
         self._aiozc: AsyncZeroconf | None = None
         self._zc_interfaces: list[str | int] = []
         self._info: AsyncServiceInfo | None = None
+        # More DNS-SD services this host offers on the same links and name (type -> port),
+        # e.g. `_sip._udp.local.` for phones; set before start, announced on each refresh.
+        self.services: dict[str, int] = {}
+        self._extra: dict[str, AsyncServiceInfo] = {}
         self._registered = False
         self._browser: AsyncServiceBrowser | None = None
         self._refresh_now = asyncio.Event()
@@ -169,6 +173,7 @@ class Discovery:
             except Exception as exc:
                 log.warning("closing mDNS: %s", exc)
         self._registered = False
+        self._extra.clear()
         self.cache.save()
 
     def links_changed(self, addresses: dict[str, list[str]] | None = None) -> None:
@@ -355,11 +360,26 @@ class Discovery:
         elif not announced:
             assert self._info is not None
             await aiozc.async_update_service(self._info)
+        for service_type, port in self.services.items():
+            await self._announce_extra(aiozc, service_type, port, advertised)
         if not fresh_browser:
             old, self._browser = self._browser, self._new_browser()
             if old is not None:
                 await old.async_cancel()
         self.stats["refreshes"] += 1
+
+    async def _announce_extra(self, aiozc: AsyncZeroconf, service_type: str, port: int,
+                              addresses: list[str]) -> None:
+        known = self._extra.get(service_type)
+        info = AsyncServiceInfo(
+            service_type, known.name if known else f"{self.instance}.{service_type}",
+            port=port, properties={"node": self.node_id[:16]}, server=self.server,
+            parsed_addresses=[a.split("%")[0] for a in addresses])
+        if known is None:
+            await aiozc.async_register_service(info, allow_name_change=True)
+        else:
+            await aiozc.async_update_service(info)
+        self._extra[service_type] = info
 
     def _new_browser(self) -> AsyncServiceBrowser:
         assert self._aiozc is not None

@@ -536,14 +536,16 @@ class MeshBed:
 
     # -- phones and nodes -----------------------------------------------------------------
     def node(self, i: int, *extra_args: str, config: str | None = None,
-             port: int = 5060, data_dir: Path | None = None) -> NodeProcess:
+             port: int = 5060, data_dir: Path | None = None,
+             env: dict[str, str] | None = None) -> NodeProcess:
         """`python -m appliance.cli run` in host i's namespace, bound to its address, on the
         standard SIP and TLS ports, with no config file (unless config= gives one). Waits for ready;
         stopped at teardown (which asserts it exits with 0). The data directory is the
-        host's own (kept across restarts, as a box's SD card) unless data_dir= gives one."""
+        host's own (kept across restarts, as a box's SD card) unless data_dir= gives one;
+        env= adds to its environment (libfaketime, for a box whose clock is wrong)."""
         return self._nodes(self.workdir, *extra_args, config=config, port=port,
                            netns=self.ns(i), host=self.addr(i), data_dir=data_dir,
-                           tls_port=5061)
+                           tls_port=5061, env=env)
 
     def stop_node(self, node: NodeProcess) -> int:
         """SIGTERM a node (a box switched off) and wait; returns its exit code."""

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  ping host 2 from 1:    ip netns exec {bed.ns(1)} ping {bed.addr(2)}")
             say(f"  node 0 status:         {sys.executable} -m appliance.cli status "
                 f"--data-dir {nodes[0].data_dir}")
+            say(f"  node 0 status page:    ip netns exec {bed.ns(0)} chromium --headless "
+                f"--no-sandbox --dump-dom http://{bed.addr(0)}/  (or curl, on port 80)")
             say("  a phone (baresip, tone as microphone, stdio UI; one per namespace):")
             for i in range(args.nodes):
                 target = i if args.phones_to is None else args.phones_to

@@ -1,10 +1,11 @@
 """Headless Chromium (Debian `chromium`) as a real browser for the tests, in a namespace.
 
-    html = page_dom(url, netns="ns", workdir=tmp, javascript=False)   # the DOM after load
-    screenshot(url, tmp / "page.png", netns="ns", workdir=tmp, size=(412, 915))
+    html, seconds = page_dom(url, netns="ns", workdir=tmp, javascript=False)  # after load
+    html, seconds = page_dom(url, netns="ns", workdir=tmp, png=tmp / "page.png")
 
-The DOM is read over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON
-messages separated by NUL bytes on file descriptors 3 and 4), because `--dump-dom`
+The DOM (and the screenshot) is read over the DevTools protocol on a pipe
+(`--remote-debugging-pipe`: JSON messages separated by NUL bytes on file descriptors 3
+and 4), because `--dump-dom`
 prints nothing once scripts are disabled with `--blink-settings=scriptEnabled=false`;
 `Emulation.setScriptExecutionDisabled` turns the page's scripts off instead. Each run has
 a fresh profile and runs as root with --no-sandbox; nothing else is fetched (no first-run,
@@ -13,6 +14,7 @@ sync, component updates or background networking).
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -42,17 +44,6 @@ def _argv(netns: str | None, workdir: Path, *args: str) -> list[str]:
 
 def _env(workdir: Path) -> dict[str, str]:
     return os.environ | {"HOME": str(workdir)}
-
-
-def screenshot(url: str, path: Path, *, netns: str | None, workdir: Path,
-               size: tuple[int, int] = (412, 915), timeout: float = 90) -> float:
-    """Saves a PNG of the page in a window of `size`; returns the seconds it took."""
-    start = time.monotonic()
-    done = subprocess.run(_argv(netns, workdir, f"--screenshot={path}",
-                                f"--window-size={size[0]},{size[1]}", url),
-                          capture_output=True, text=True, timeout=timeout, env=_env(workdir))
-    assert done.returncode == 0 and path.exists(), f"chromium: {done.stderr[-2000:]}"
-    return time.monotonic() - start
 
 
 class _Pipe:
@@ -102,9 +93,11 @@ def _onto_3_and_4(a: int, b: int) -> None:
 
 
 def page_dom(url: str, *, netns: str | None, workdir: Path, javascript: bool = True,
-             settle: float = 0.5, timeout: float = 90) -> tuple[str, float]:
+             settle: float = 0.5, timeout: float = 90, png: Path | None = None,
+             size: tuple[int, int] = (412, 915)) -> tuple[str, float]:
     """The page's DOM as HTML once loaded (and `settle` seconds later, for its scripts),
-    and the seconds from the browser's start to the load event."""
+    and the seconds from the browser's start to the load event. With `png`, also a
+    screenshot of the whole page in a phone-sized window (`size`, CSS pixels)."""
     to_browser, browser_in = os.pipe()  # chromium reads fd 3, writes fd 4
     browser_out, from_browser = os.pipe()
     start = time.monotonic()
@@ -123,6 +116,8 @@ def page_dom(url: str, *, netns: str | None, workdir: Path, javascript: bool = T
         session = pipe.call("Target.attachToTarget", targetId=page["targetId"],
                             flatten=True)["sessionId"]
         pipe.call("Page.enable", session)
+        pipe.call("Emulation.setDeviceMetricsOverride", session, width=size[0],
+                  height=size[1], deviceScaleFactor=1, mobile=True)
         if not javascript:
             pipe.call("Emulation.setScriptExecutionDisabled", session, value=True)
         pipe.call("Page.navigate", session, url=url)
@@ -131,6 +126,10 @@ def page_dom(url: str, *, netns: str | None, workdir: Path, javascript: bool = T
         time.sleep(settle)
         root = pipe.call("DOM.getDocument", session, depth=-1)["root"]
         html = pipe.call("DOM.getOuterHTML", session, nodeId=root["nodeId"])["outerHTML"]
+        if png is not None:
+            shot = pipe.call("Page.captureScreenshot", session, format="png",
+                             captureBeyondViewport=True)
+            png.write_bytes(base64.b64decode(shot["data"]))
         pipe.call("Browser.close")
         proc.wait(timeout=15)
     finally:
