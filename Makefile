@@ -1,7 +1,7 @@
 # Two entry points for a fresh Debian machine: `make run` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_TEST_PACKAGES := sip-tester baresip-core nftables iproute2 faketime linphone-cli chromium
+APT_TEST_PACKAGES := sip-tester baresip-core nftables iproute2 faketime linphone-cli chromium dnsmasq-base hostapd
 APT_BENCH_PACKAGES := sip-tester kamailio
 
 .PHONY: run test lint bench venv apt-test apt-bench clean
@@ -37,7 +37,7 @@ run: venv
 lint: venv
 	$(VENV)/bin/ruff check overlay appliance tests bench
 
-test: venv apt-test lint
+test: venv provision-venv apt-test lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: venv apt-bench
@@ -56,3 +56,25 @@ clean:
 mesh-demo: venv
 	@[ "$$(id -u)" = 0 ] || { echo "mesh-demo needs root (network namespaces): sudo make mesh-demo"; exit 1; }
 	$(PY) tests/meshbed/demo.py $(ARGS)
+
+# Provisioning (provisioning/, Ansible): the controller's Ansible goes into the project venv.
+APT_PROVISION_PACKAGES := mmdebstrap dnsmasq-base hostapd
+.PHONY: provision provision-venv test-provision
+
+$(VENV)/.provision: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,provision]'
+	touch $@
+
+provision-venv: $(VENV)/.provision
+
+# make provision INVENTORY=path/to/inventory [ARGS="--limit box3 --check"]
+provision: provision-venv
+	@[ -n "$(INVENTORY)" ] || { echo "usage: make provision INVENTORY=provisioning/inventory/example"; exit 2; }
+	cd provisioning && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook -i "$(abspath $(INVENTORY))" site.yml $(ARGS)
+
+# The playbook applied twice to a Debian 12 root built with mmdebstrap, and with -c local on
+# a box of the namespace test bed (root; about 10 minutes).
+test-provision: venv provision-venv
+	$(call apt_install,$(APT_PROVISION_PACKAGES))
+	$(PY) -m pytest -q -rs -rP -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py \
+	  tests/test_provision_local.py

@@ -1,0 +1,1 @@
+"""Helpers for the provisioning tests: run the playbook, build a Debian root, probe DHCP."""
