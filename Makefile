@@ -56,3 +56,14 @@ clean:
 mesh-demo: venv
 	@[ "$$(id -u)" = 0 ] || { echo "mesh-demo needs root (network namespaces): sudo make mesh-demo"; exit 1; }
 	$(PY) tests/meshbed/demo.py $(ARGS)
+
+# Coverage-guided fuzzing (atheris) of the SIP parser and of what reaches a box from its
+# overlay peers, FUZZ_SECONDS each, niced; findings land in .fuzz/<target>/ (tests/fuzz/run.py).
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz-sip fuzz-overlay
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	touch $@
+
+fuzz-sip fuzz-overlay: fuzz-%: $(VENV)/.fuzz-installed
+	nice $(PY) tests/fuzz/run.py $* --seconds $(FUZZ_SECONDS)
