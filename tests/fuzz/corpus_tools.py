@@ -9,17 +9,52 @@ not coverage-guided. `write_overlay_seeds` (re)makes the overlay corpus's seeds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 TORTURE = HERE.parent / "data" / "rfc4475"
+HANG_CPU_SECONDS = 1.0
 INSERTS = (b"\r\n", b"\n", b"\r", b",", b";", b":", b"<", b">", b'"', b"\\", b"%", b"@",
            b" ", b"\t", b"\x00", b"\xff", b"\xc3", b"=", b"\r\n ", b"\r\n\r\n")
+
+
+class Hang(Exception):
+    """An input that took more than HANG_CPU_SECONDS of CPU time."""
+
+
+@contextlib.contextmanager
+def cpu_budget(seconds: float = HANG_CPU_SECONDS) -> Iterator[None]:
+    """Raise Hang in the code running when this process has used `seconds` of CPU time
+    (SIGVTALRM: user CPU, so the time other processes run on a loaded machine does not
+    count). Main thread only."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise Hang(f"more than {seconds} s of CPU time for one input")
+
+    previous = signal.signal(signal.SIGVTALRM, expired)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+def bounded(one_input: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """`one_input` under a CPU budget per input."""
+
+    def run(data: bytes) -> None:
+        with cpu_budget():
+            one_input(data)
+
+    return run
 
 
 def corpus(target: str) -> list[Path]:
@@ -56,7 +91,9 @@ def mutate(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
 def mutation_pass(one_input: Callable[[bytes], None], target: str, *, count: int | None = None,
                   seconds: float | None = None, seed: int = 0) -> int:
     """Run `one_input` on the corpus, then on mutations of it; returns the inputs run.
-    An exception is a finding: it propagates with the input attached as a note."""
+    An exception is a finding (Hang: more than a second of CPU time for one input): it
+    propagates with the input attached as a note."""
+    one_input = bounded(one_input)
     seeds = [p.read_bytes() for p in corpus(target)]
     rng = random.Random(seed)
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -105,3 +142,24 @@ def write_overlay_seeds(count: int = 40) -> None:
         save(out, b"\x00" + data, "raw-")
     for _ in range(count):
         save(out, b"\x01" + rng.randbytes(rng.randint(20, 600)), "program-")
+    for program in _ring_programs(rng, 10):
+        save(out, program, "ring-")
+
+
+def _ring_programs(rng: random.Random, wanted: int, tries: int = 2000) -> list[bytes]:
+    """Random programs after which the box is on a ring with a peer (a few in a hundred)."""
+    from .overlay_fields import Reader
+    from .overlay_target import STEPS, Harness, step
+
+    found: list[bytes] = []
+    for _ in range(tries):
+        data = rng.randbytes(600)
+        h, r = Harness(), Reader(data)
+        with h.clocked():
+            for _ in range(STEPS):
+                step(h, r)
+        if h.box.node.successors:
+            found.append(b"\x01" + data[: r.pos])
+            if len(found) == wanted:
+                break
+    return found

@@ -119,6 +119,13 @@ class MessageMaker:
         kind = r.below(len(_RESPONSES))
         return _RESPONSES[kind](self, r, dict(src=src, txn=txn, overlay=self.overlay))
 
+    def answer(self, r: Reader, src: m.NodeRef, request: m.Message) -> m.Message:
+        """The kind of answer `request` expects (its fields fuzzed), so joins go on."""
+        kind = _ANSWERS.get(type(request), 0)
+        if isinstance(request, m.FindSuccessor) and r.flag():
+            kind = 4  # Redirect
+        return _RESPONSES[kind](self, r, dict(src=src, txn=request.txn, overlay=self.overlay))
+
 
 Maker = Callable[[MessageMaker, Reader, dict], m.Message]
 _REQUESTS: list[Maker] = [
@@ -150,3 +157,5 @@ _RESPONSES: list[Maker] = [
     lambda mk, r, base: m.Error(**base, code=r.pick((400, 403, 428, 500, 503)),  # type: ignore
                                 reason=r.text(12)),
 ]
+_ANSWERS = {m.Ping: 0, m.Notify: 1, m.Leave: 1, m.Learn: 1, m.GetNeighbors: 2,
+            m.FindSuccessor: 3, m.Store: 5, m.Transfer: 5, m.Fetch: 6}

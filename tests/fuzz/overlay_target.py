@@ -22,6 +22,7 @@ its bound (the bounds are set small here so that an input can reach them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from types import SimpleNamespace
 from unittest import mock
@@ -113,6 +114,11 @@ class Harness:
         self.peers = [Peer(p, ref) for p, ref in zip(PEERS, PEER_REFS, strict=True)]
         self.maker = MessageMaker(NODE_REF, list(zip(PEERS, PEER_REFS, strict=True)), OVERLAY)
 
+    def clocked(self) -> contextlib.AbstractContextManager[object]:
+        """The service's wall clock (`time.time()` in overlay/service.py) is the harness's."""
+        clock = SimpleNamespace(time=lambda: self.wall)
+        return mock.patch.object(service_module, "time", clock)
+
     def _send(self, data: bytes, dest: tuple[str, str, int]) -> None:
         if len(self.sent) < 512:
             self.sent.append((data, dest))
@@ -190,8 +196,12 @@ def step(h: Harness, r: Reader) -> None:
         h.send_from(peer, h.maker.request(r, peer.ref, r.uint(8)))
     elif op == 3:  # an answer to what the box asked this peer (or to nothing)
         asked = h.asked(peer)
-        txn = asked[r.below(len(asked))].txn if asked and r.below(8) else r.uint(8)
-        h.send_from(peer, h.maker.response(r, peer.ref, txn))
+        how = r.below(4)
+        if asked and how < 2:
+            h.send_from(peer, h.maker.answer(r, peer.ref, asked[r.below(len(asked))]))
+        else:
+            txn = asked[r.below(len(asked))].txn if asked and how == 2 else r.uint(8)
+            h.send_from(peer, h.maker.response(r, peer.ref, txn))
     elif op == 4:
         h.advance(r.uint(2) / 100)  # up to 655 s
     elif op == 5:
@@ -248,8 +258,7 @@ def check_invariants(h: Harness) -> None:
 
 def one_input(data: bytes) -> None:
     h = Harness()
-    clock = SimpleNamespace(time=lambda: h.wall)
-    with mock.patch.object(service_module, "time", clock):
+    with h.clocked():
         if not data or data[0] % 2 == 0:
             raw = data[1:]
             h.receive(raw, h.peers[0].source)
