@@ -16,8 +16,9 @@ box, so a finding replays from its input alone. The first byte picks one of two 
   raw bytes and replays arrive.
 
 After every step the box's invariants must hold (`check_invariants`): successor list
-ordered by distance, no duplicate, not itself, within its length; every table within
-its bound (the bounds are set small here so that an input can reach them).
+ordered by distance, no duplicate, not itself, within its length; the codec's and the
+node's bounded tables within their bounds (set small here so that an input can reach
+them); and after the input no table of any part past ANY_TABLE (`check_tables`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .overlay_fields import AORS, MessageMaker, Reader
 OVERLAY = "fuzz"
 T0 = 1_900_000_000.0  # the fake wall clock's start (Unix seconds)
 NODE_ADDR = ("127.0.0.1", 5060)
-STEPS = 48  # most steps of one program
+STEPS = 32  # most steps of one program
 TIMER_FIRES = 2000  # timer callbacks for one clock move: more is a hang
 CODEC_BOUNDS = dict(replay_capacity=16, remember=8, certificate_cache=2)
 CONFIG = dict(peers_max=4, full_mesh=4, max_successors=6, records_per_message=4, overlay=OVERLAY)
@@ -88,6 +89,8 @@ class Peer:
         self.ref = ref
         self.codec = WireCodec(identity, OVERLAY)
         self.skew = 0.0
+        self.read = 0  # how many of the box's sent messages this peer has looked at
+        self.asked: list[m.Message] = []  # the requests among them that were for it
         self.source = ("UDP", ref.host, ref.port)
 
 
@@ -163,14 +166,14 @@ class Harness:
         return hashlib.blake2b(self.nonces.to_bytes(8, "big"), digest_size=8).digest()
 
     def asked(self, peer: Peer) -> list[m.Message]:
-        """The requests the box sent to `peer`, as the peer reads them."""
-        out: list[m.Message] = []
-        for data, dest in self.sent:
+        """The requests the box sent to `peer`, as the peer reads them (each read once)."""
+        for data, dest in self.sent[peer.read :]:
             if (dest[1], dest[2]) == (peer.ref.host, peer.ref.port):
                 got = peer.codec.receive(data, self.wall + peer.skew, peer.ref)
                 if got.message is not None and m.is_request(got.message):
-                    out.append(got.message)
-        return out
+                    peer.asked.append(got.message)
+        peer.read = len(self.sent)
+        return peer.asked
 
     # -- time ------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -250,6 +253,11 @@ def check_invariants(h: Harness) -> None:
     assert len(codec.certificates._unanswered) <= CODEC_BOUNDS["remember"]
     assert len(node._peers) <= c.peers_max
     assert len(h.box._seed_txns) <= 257
+
+
+def check_tables(h: Harness) -> None:
+    """No table of any part of the box grows past ANY_TABLE (after a whole input)."""
+    node, codec = h.box.node, h.box.codec
     for part in (node, codec, codec.mapping, codec.freshness, codec.certificates, h.box):
         for name, value in vars(part).items():
             if isinstance(value, (dict, list, set, tuple)) or hasattr(value, "__len__"):
@@ -266,6 +274,7 @@ def one_input(data: bytes) -> None:
             if again is not None:
                 h.receive(again, h.peers[0].source)
             check_invariants(h)
+            check_tables(h)
             return
         r = Reader(data[1:])
         for _ in range(STEPS):
@@ -273,3 +282,4 @@ def one_input(data: bytes) -> None:
                 break
             step(h, r)
             check_invariants(h)
+        check_tables(h)
