@@ -248,11 +248,11 @@ def check_invariants(h: Harness) -> None:
     assert dists == sorted(dists), "successor list out of ring order"
     assert len(succ) <= max(c.r, c.full_mesh, c.max_successors), "successor list too long"
     assert node.predecessor is None or node.predecessor.id != node.id, "own predecessor"
-    assert len(codec.freshness.seen) <= CODEC_BOUNDS["replay_capacity"]
-    assert len(codec.mapping._requests) <= CODEC_BOUNDS["remember"]
-    assert len(codec.certificates._unanswered) <= CODEC_BOUNDS["remember"]
-    assert len(node._peers) <= c.peers_max
-    assert len(h.box._seed_txns) <= 257
+    assert len(codec.freshness.seen) <= CODEC_BOUNDS["replay_capacity"], "nonce cache"
+    assert len(codec.mapping._requests) <= CODEC_BOUNDS["remember"], "requests remembered"
+    assert len(codec.certificates._unanswered) <= CODEC_BOUNDS["remember"], "unanswered"
+    assert len(node._peers) <= c.peers_max, "peers"
+    assert len(h.box._seed_txns) <= 257, "seed pings"
 
 
 def check_tables(h: Harness) -> None:
