@@ -1,13 +1,12 @@
-"""Run a fuzz target: `python tests/fuzz/run.py {sip,overlay} [--seconds N] [--merge]`.
+"""Run a fuzz target: `python tests/fuzz/run.py {sip,overlay} [--seconds N]`.
 
 With atheris (`pip install -e '.[fuzz]'`; `make fuzz-sip`, `make fuzz-overlay`): libFuzzer,
 coverage-guided over the overlay package, for N seconds; an input that raises, or that
 takes more than 1 s of CPU time (a hang: `corpus_tools.Hang`; CPU time, since on a
 loaded machine the wall clock also counts the time others run; libFuzzer's wall-clock
 `-timeout=10` backs it up), stops the run and is written to `.fuzz/<target>/crash-*` or `timeout-*`.
-New inputs go to `.fuzz/<target>/` (not stored); `--merge` adds those that reach new
-coverage to the stored corpus (tests/fuzz/corpus/<target>/). `--replay FILE...` runs
-the target on the given inputs.
+New inputs go to `.fuzz/<target>/` (not stored: the stored corpus, tests/fuzz/corpus/,
+holds the seeds and the findings). `--replay FILE...` runs the target on given inputs.
 Without atheris (or with `--plain`): random mutations of the stored corpus for N seconds.
 """
 
@@ -29,7 +28,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--seconds", type=int, default=600)
-    parser.add_argument("--merge", action="store_true", help="add new coverage to the corpus")
     parser.add_argument("--plain", action="store_true", help="no atheris: random mutations")
     parser.add_argument("--replay", nargs="+", type=Path, metavar="FILE")
     args = parser.parse_args()
@@ -58,10 +56,7 @@ def main() -> int:
     seeds = [str(CORPUS / args.target)] + ([str(TORTURE)] if args.target == "sip" else [])
     flags = [f"-max_len={MAX_LEN[args.target]}", "-timeout=10", "-rss_limit_mb=2048",
              f"-artifact_prefix={work}/", "-print_final_stats=1"]
-    if args.merge:
-        argv = [sys.argv[0], "-merge=1", *flags, str(CORPUS / args.target), str(work)]
-    else:
-        argv = [sys.argv[0], *flags, f"-max_total_time={args.seconds}", str(work), *seeds]
+    argv = [sys.argv[0], *flags, f"-max_total_time={args.seconds}", str(work), *seeds]
     atheris.Setup(argv, bounded(target.one_input))
     atheris.Fuzz()
     return 0
