@@ -78,3 +78,15 @@ test-provision: venv provision-venv
 	$(call apt_install,$(APT_PROVISION_PACKAGES))
 	$(PY) -m pytest -q -rs -rP -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py \
 	  tests/test_provision_local.py
+
+# Coverage-guided fuzzing (atheris) of the SIP parser and of what reaches a box from its
+# overlay peers, FUZZ_SECONDS each, niced; findings land in .fuzz/<target>/ (tests/fuzz/run.py).
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz-sip fuzz-overlay
+# Where atheris has no wheel (it builds only with clang), run.py falls back to plain mutations.
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]' || echo "no atheris here: random mutations instead"
+	touch $@
+
+fuzz-sip fuzz-overlay: fuzz-%: $(VENV)/.fuzz-installed
+	nice $(PY) tests/fuzz/run.py $* --seconds $(FUZZ_SECONDS)

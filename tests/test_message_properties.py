@@ -103,7 +103,8 @@ vias = st.builds(
     st.sampled_from(["UDP", "TCP", "TLS", "SCTP", "WS"]) | tokens.map(str.upper),
     hosts, ports, tokens,
     st.dictionaries(st.sampled_from(["rport", "received", "ttl", "x-y"]),
-                    st.none() | tokens, max_size=2),
+                    st.none() | tokens, max_size=2)
+    .map(lambda p: p | {"rport": str(len(p["rport"]))} if p.get("rport") else p),  # a port
 )
 call_ids = st.builds(
     lambda a, b: a if b is None else f"{a}@{b}",

@@ -78,7 +78,7 @@ def parse_via(text: str) -> Via:
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
             params = parse_params(param_text, "Via") if param_text is not None else {}
-            return Via(transport.upper(), host, port, params)
+            return Via(transport.upper(), host, port, _check_rport(params))
     proto, _, rest = stripped.partition(" ")
     parts = [p.strip() for p in proto.split("/")]
     if len(parts) != 3 or parts[0].upper() != "SIP" or not all(is_token(p) for p in parts):
@@ -92,7 +92,17 @@ def parse_via(text: str) -> Via:
     sent_by, semi, param_text = rest.strip().partition(";")
     host, port = split_hostport(sent_by.strip(), "Via")
     params = parse_params(param_text, "Via") if semi else {}
-    return Via(parts[2].upper(), host, port, params)
+    return Via(parts[2].upper(), host, port, _check_rport(params))
+
+
+def _check_rport(params: Params) -> Params:
+    """RFC 3581: rport is empty (a request asking for it) or the port a response goes to."""
+    rport = params.get("rport")
+    if rport is not None:
+        digits = rport.lstrip("0") or "0"  # leading zeros are fine, and kept from int()
+        if not (_is_digits(rport) and len(digits) <= 5 and int(digits) <= 65535):
+            raise SipParseError(f"bad Via rport {rport[:12]!r}")
+    return params
 
 
 def parse_cseq(text: str) -> tuple[int, str]:
