@@ -53,7 +53,7 @@ class Node:
         self.sip_limiter = sip_limiter(limits)  # per source IP, before parsing
         self._saved_at = -limits.bindings_save_seconds
         self.data_dir = config.data_dir
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # not the wall clock: peers set it after boot
         self.counters = {"parse_errors": 0, "bad_requests_answered": 0,
                          "revoked_box_requests": 0}
         self._wakeup = Wakeup(self._on_timer)
@@ -367,6 +367,9 @@ class Node:
         return (transport, local, port)
 
     # -- status ---------------------------------------------------------------------------
+    def uptime_seconds(self) -> int:
+        return int(time.monotonic() - self.started_at)
+
     def status(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()
         registrations = [
@@ -380,7 +383,7 @@ class Node:
                 "sip_port": self.transport.local_port, "tls_port": self.transport.tls_port,
                 "bind": self.config.bind,
                 "data_dir": str(self.data_dir), "policy": self.config.policy,
-                "uptime_seconds": int(time.time() - self.started_at), "pid": os.getpid(),
+                "uptime_seconds": self.uptime_seconds(), "pid": os.getpid(),
             },
             "registrations": registrations,
             "calls": self.proxy.status(now),

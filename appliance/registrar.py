@@ -43,6 +43,7 @@ log = logging.getLogger("meshsip.registrar")
 AuthCheck = Callable[[Request, float], Response | None]
 REBOOT_MARGIN = 120.0  # seconds a box is assumed off before a boot (see the module doc)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+NAME_MAX = 64  # characters kept of a phone's display name
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Binding:
     cseq: int
     source: Address  # where the REGISTER came from: TCP phones are reached on this flow
     q: str | None = None
+    name: str = ""  # the phone's display name (printable, bounded; "" when it sent none)
 
     def contact_uri(self) -> NameAddr:
         return parse_name_addr(f"<{self.contact}>")
@@ -208,6 +210,7 @@ class Location:
             log.info("unregistered %s (all contacts) from %s %s:%d", extension, *source)
             return self._ok(request, extension, now, tag)
         current = {b.contact: b for b in live}
+        name = display_name(request)
         for na in contacts:
             assert na is not None
             expires = default
@@ -227,7 +230,7 @@ class Location:
                 continue
             expires = min(expires, self.max_expires)
             current[contact] = Binding(extension, contact, now + expires, call_id, cseq, source,
-                                       na.params.get("q"))
+                                       na.params.get("q"), name)
             if old is None:
                 log.info("registered %s at %s for %ds from %s %s:%d",
                          extension, contact, expires, *source)
@@ -413,6 +416,13 @@ class Location:
                 self._count([binding], 1)
                 count += 1
         return count
+
+
+def display_name(request: Request) -> str:
+    """The REGISTER's display name (To's, else From's): printable characters only (no
+    control characters for a terminal to obey), at most NAME_MAX."""
+    text = request.to.display or request.from_.display or ""
+    return "".join(c for c in text[:NAME_MAX] if c.isprintable())
 
 
 def _same_sources(held: list[Binding] | tuple[()], bindings: list[Binding]) -> bool:

@@ -1,5 +1,6 @@
 """Registrar rules (RFC 3261 section 10.3) on the sans-IO location service."""
 
+import json
 from pathlib import Path
 
 from appliance.registrar import REBOOT_MARGIN, Clocks, Location
@@ -10,12 +11,12 @@ OTHER = ("UDP", "10.99.0.12", 5062)
 
 
 def register(ext: str, contacts: list[str], *, expires: int | None = None, cseq: int = 1,
-             call_id: str = "c1") -> Request:
+             call_id: str = "c1", to_name: str = "", from_name: str = "") -> Request:
     lines = [
         "REGISTER sip:10.99.0.1 SIP/2.0",
         "Via: SIP/2.0/UDP 10.99.0.11:5062;branch=z9hG4bK" + call_id + str(cseq),
-        f"From: <sip:{ext}@10.99.0.1>;tag=ft",
-        f"To: <sip:{ext}@10.99.0.1>",
+        f"From: {from_name}<sip:{ext}@10.99.0.1>;tag=ft",
+        f"To: {to_name}<sip:{ext}@10.99.0.1>",
         f"Call-ID: {call_id}",
         f"CSeq: {cseq} REGISTER",
         "Max-Forwards: 70",
@@ -145,3 +146,26 @@ def test_a_reboot_counts_the_unknown_downtime_high(tmp_path: Path) -> None:
 def test_unreadable_bindings_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text("{not json")
     assert Location().load(tmp_path / "b.json", Clocks(0.0, "A", 0.0, 0.0)) == 0
+
+
+def test_display_name_kept_bounded_and_saved(tmp_path: Path) -> None:
+    loc = Location()
+    loc.register(register("1001", ["<sip:a@10.99.0.11>"], to_name='"Alice" '), PHONE, 0)
+    loc.register(register("1002", ["<sip:b@10.99.0.11>"], from_name='"Bob\x1b[2J" '), PHONE, 0)
+    loc.register(register("1003", ["<sip:c@10.99.0.11>"], to_name='"' + "x" * 300 + '" '),
+                 PHONE, 0)
+    loc.register(register("1004", ["<sip:d@10.99.0.11>"]), PHONE, 0)
+    names = {e: loc.lookup(e, 1)[0].name for e in ("1001", "1002", "1003", "1004")}
+    assert names == {"1001": "Alice", "1002": "Bob[2J", "1003": "x" * 64, "1004": ""}
+    path = tmp_path / "b.json"
+    clocks = Clocks(now=0.0, boot_id="A", uptime=1000.0, wall=1_000_000.0)
+    loc.save(path, clocks)
+    again = Location()
+    assert again.load(path, clocks) == 4
+    assert again.lookup("1001", 1)[0].name == "Alice"
+    data = json.loads(path.read_text())  # a file from before names: no name, still loads
+    for row in data["bindings"]:
+        del row["name"]
+    path.write_text(json.dumps(data))
+    old = Location()
+    assert old.load(path, clocks) == 4 and old.lookup("1001", 1)[0].name == ""

@@ -1,14 +1,15 @@
 """The status page on a 5-box test bed, read by a real browser (headless Chromium).
 
 Five boxes in network namespaces (tests/meshbed), real mDNS between them, phones
-registered by sipp on three of them, one box's clock 3 hours behind (libfaketime).
+registered by sipp on three of them, one box's clock 3 hours behind (libfaketime). Two
+phones register with a display name (one on box 0, one on box 4): the page names them.
 Chromium runs inside box 0's namespace (the bed has no route out) and loads box 0's page
-on port 80, the default: with JavaScript on (it saves a screenshot, phone-sized) and
-off; the DOM must show all five boxes, every phone and the clock line, and `/api/status`
-and `/metrics` must say the same. Then one box loses its power (SIGKILL): the other
-boxes' pages show it as not answering, with the plain-words line, and keep showing it
-after the ring has dropped it. Timings are printed (run with -s); nothing is asserted on
-time but generous deadlines.
+on port 80, the default: with JavaScript on (it saves a screenshot, phone-sized) and off;
+the DOM must show all five boxes, every phone with its name and the clock line, and
+`/api/status` and `/metrics` must say the same. Then one box loses its power (SIGKILL):
+the other boxes' pages show it as not answering, with the plain-words line, and keep
+showing it after the ring has dropped it. Timings are printed (run with -s); nothing is
+asserted on time but generous deadlines.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ pytestmark = [
                                                 "chromium; `make test` does)"),
 ]
 PHONES = {0: ["1001", "1002"], 2: ["2001"], 4: ["4001", "4002"]}
+# display names the phones register with (the others send none); "<" and "&" to escape
+NAMES = {"1001": "Alice Field", "4001": "Dr. <Bob> & Co"}
 # box 4 is a Pi that booted without its clock: 3 hours behind (monotonic clock untouched)
 CLOCK_3H_BEHIND = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": "-3h",
                    "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
@@ -80,8 +84,9 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
     for i, extensions in PHONES.items():
         for ext in extensions:
             port += 1
+            display = f'"{NAMES[ext]}" ' if ext in NAMES else ""
             result = bed.sipp(i, "register", nodes[i].target, service=ext,
-                              keys={"contact_port": str(port)})
+                              keys={"contact_port": str(port), "display": display})
             assert result.ok, result.logs
     phones = sorted(e for exts in PHONES.values() for e in exts)
 
@@ -104,6 +109,8 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
     assert len(html) < 100_000
 
     doc = status(bed, 0)
+    assert {p["extension"]: p["name"] for p in doc["directory"]} == {
+        ext: NAMES.get(ext, "") for ext in phones}
     ids = sorted(b["node_id"] for b in doc["boxes"])
     assert len(ids) == 5 and {b["name"] for b in doc["boxes"]} == {f"mesh-{i}" for i in range(5)}
     for dom in (dom_js, dom_off):
@@ -111,6 +118,8 @@ def test_page_shows_every_box_and_phone_then_a_dead_box(make_bed: Callable[..., 
         assert sorted(re.findall(r'data-phone="([^"]+)"', dom)) == phones
         assert all(f"mesh-{i}" in dom for i in range(5))
         assert "<svg" in dom
+        named = dict(re.findall(r'data-phone="(\d+)"><td>\d+</td><td>([^<]*)</td>', dom))
+        assert named == {ext: escape(NAMES.get(ext, ""), quote=False) for ext in phones}, named
     live = re.compile(r'id="live">Live: updated')  # the page's script has run
     assert live.search(dom_js) and not live.search(dom_off), dom_off[-800:]
 

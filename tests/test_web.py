@@ -22,11 +22,11 @@ from phones.ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.web import http
-from appliance.web.document import ThisBox, overview
+from appliance.web.document import ThisBox, local_summary, overview
 from appliance.web.http import HttpServer, Request, Response, Routes
 from appliance.web.metrics import NodeMetrics
 from appliance.web.page import render_page
-from appliance.web.survey import BoxView, Survey
+from appliance.web.survey import BoxView, Phone, Survey
 from appliance.web.terminal import render_terminal
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,7 +190,11 @@ def test_survey_answers_silence_and_impostors() -> None:
                "10.0.0.2": ConnectionRefusedError(111, "refused"),
                "10.0.0.3": summary("ee" * 16),  # another box at that address
                "10.0.0.4": summary("dd" * 16, uptime_seconds="long", calls="many",
-                                   wall_clock=time.time() + 3 * 3600)}
+                                   wall_clock=time.time() + 3 * 3600, phones=[
+                                       {"extension": "4001", "name": "Alice\x1b[2J"},
+                                       {"extension": 7, "name": "x"}, {"name": "no extension"},
+                                       {"extension": "4002", "name": ["not", "text"]},
+                                       {"extension": "4003", "name": "y" * 500}])}
     survey, asked = make_survey(answers, members)
 
     async def run() -> list[BoxView]:
@@ -201,18 +205,31 @@ def test_survey_answers_silence_and_impostors() -> None:
         return first[0]
 
     boxes = {b.address: b for b in asyncio.run(run())}
-    assert boxes["10.0.0.1"].phones == ["1", "<b>", "[2J9", "x" * 64]  # no terminal escapes
+    # an older box lists bare extensions: no names; no terminal escapes, bounded
+    assert boxes["10.0.0.1"].phones == [Phone("1"), Phone("<b>"), Phone("[2J9"),
+                                        Phone("x" * 64)]
     assert not boxes["10.0.0.2"].answering and "refused" in boxes["10.0.0.2"].error
     assert not boxes["10.0.0.3"].answering and "another box" in boxes["10.0.0.3"].error
     odd = boxes["10.0.0.4"]
     assert odd.answering and odd.uptime_seconds is None and odd.calls == []
+    assert odd.phones == [Phone("4001", "Alice[2J"), Phone("4002"), Phone("4003", "y" * 64)]
     me = this_box()
     doc = overview(me, list(boxes.values()), time.monotonic())
     texts = [p["text"] for p in doc["problems"]]
     assert any(t.startswith("box bbbbbbbb (10.0.0.2) has not answered for") for t in texts)
     assert "the clock of box box-dd (10.0.0.4) differs by 3 hours from the other boxes" in texts
     assert sorted(d["extension"] for d in doc["directory"]) == sorted(
-        ["1", "<b>", "[2J9", "x" * 64, "2001", "1001"])
+        ["1", "<b>", "[2J9", "x" * 64, "4001", "4002", "4003", "1001"])
+    assert {d["extension"]: d["name"] for d in doc["directory"]}["4001"] == "Alice[2J"
+
+
+def test_local_summary_names_each_phone_and_the_survey_reads_it() -> None:
+    local = local_summary(this_box(phones=[Phone("1001", "Alice"), Phone("1002")]))
+    assert local["phones"] == [{"extension": "1001", "name": "Alice"},
+                               {"extension": "1002", "name": ""}]
+    survey, _ = make_survey({"10.0.0.1": json.loads(json.dumps(local | {"node_id": "aa" * 16}))},
+                            [("aa" * 16, "10.0.0.1", True)])
+    assert asyncio.run(survey.refresh())[0].phones == [Phone("1001", "Alice"), Phone("1002")]
 
 
 def test_a_dead_box_stays_known_after_the_ring_drops_it() -> None:
@@ -234,7 +251,8 @@ def test_a_dead_box_stays_known_after_the_ring_drops_it() -> None:
 def this_box(**kw: Any) -> ThisBox:
     return ThisBox(**{"name": "mesh-0", "node_id": "00" * 16, "address": "10.0.0.9",
                       "overlay": "meshsip", "mode": "open", "policy": "open",
-                      "uptime_seconds": 3700, "web_port": 80, "phones": ["1001"],
+                      "uptime_seconds": 3700, "web_port": 80,
+                      "phones": [Phone("1001", "Alice")],
                       "calls": [{"call_id": "c1", "caller": "1001", "callee": "2001",
                                  "state": "confirmed", "seconds": 12.5}],
                       "ring_members": 0, "joining": False} | kw)
@@ -266,21 +284,26 @@ def test_a_lonely_box_says_what_to_check() -> None:
 
 # -- what the page, the metrics and the terminal show ------------------------------------------
 def full_document(others: list[BoxView]) -> dict[str, Any]:
-    node_status = {"node": {"sip_port": 5060, "bind": "0.0.0.0", "data_dir": "/d"},
+    node_status = {"node": {"sip_port": 5060, "tls_port": 5061, "bind": "0.0.0.0",
+                            "data_dir": "/d"},
                    "registrations": [{"extension": "1001", "contact": "sip:1001@10.0.0.50",
                                       "expires_in": 100, "source": "UDP 10.0.0.50:5060"}],
                    "calls": this_box().calls,
                    "counters": {"registrations": 3, "calls": 1, "received": 10, "sent": 9,
                                 "parse_errors": 2},
                    "overlay": {"estimated_size": 3.0, "counters": {"received": 5, "sent": 6,
-                                                                   "signature": 1}}}
+                                                                   "signature": 1},
+                               "mode": "ca", "crl_number": 3,
+                               "trust": "CA: only boxes certified by 'Relief' may join",
+                               "refusals": {"signature": 1, "revoked": 0}}}
     return node_status | overview(this_box(), others, time.monotonic())
 
 
 def boxes_for_page() -> list[BoxView]:
     now = time.monotonic()
     return [BoxView("aa" * 16, "10.0.0.1", name="<script>alert(1)</script>", answering=True,
-                    phones=["2001", "2002"], uptime_seconds=90, alive_at=now,
+                    phones=[Phone("2001", "<b>Bob</b>"), Phone("2002")], uptime_seconds=90,
+                    alive_at=now,
                     calls=[{"call_id": "c1", "caller": "1001", "callee": "2001",
                             "state": "confirmed", "seconds": 12}]),
             BoxView("bb" * 16, "10.0.0.2", name="mesh-3", answering=False, alive_at=now - 130)]
@@ -295,12 +318,16 @@ def test_page_shows_boxes_phones_calls_and_problems() -> None:
     assert "not answering for 2 minutes" in page and "<svg" in page
     assert "1001 &rarr; 2001" in page and "mesh-0, &lt;script&gt;" in page  # one call, 2 boxes
     assert 'id="enrolment"' in page and "http" not in page.replace("http-equiv", "")  # no asset
+    assert "<th>name</th>" in page and "<td>Alice</td>" in page
+    assert "&lt;b&gt;Bob&lt;/b&gt;" in page and "<b>Bob" not in page
+    assert "mode CA: only boxes certified by &#x27;Relief&#x27; may join" in page
 
 
 def test_a_big_overlay_still_fits_the_page_budget() -> None:
     now = time.monotonic()
     others = [BoxView(f"{i:032x}", f"10.0.{i}.1", name=f"box-{i}", answering=True,
-                      alive_at=now, uptime_seconds=i, phones=[f"{i}{k:02d}" for k in range(20)])
+                      alive_at=now, uptime_seconds=i,
+                      phones=[Phone(f"{i}{k:02d}", f"Relief worker {k}") for k in range(20)])
               for i in range(1, 32)]
     assert len(render_page(full_document(others)).encode()) < 100_000  # 32 boxes, 621 phones
 
@@ -333,7 +360,11 @@ def test_terminal_view() -> None:
     assert "ring: 3 boxes, 2 answering" in text
     assert "  ! box mesh-3 (10.0.0.2) has not answered for 2 minutes" in text
     assert "mesh-0* -> " in text and "mesh-3 (x)" in text
-    assert "phones: 3" in text and "  2001         on <script>" in text
+    assert "phones: 3" in text and "  1001         Alice                on mesh-0" in text
+    assert "  2002                              on <script>" in text
+    assert "SIP port 5060 on 0.0.0.0, TLS for phones on port 5061, status page" in text
+    assert "trust: CA: only boxes certified by 'Relief' may join; CRL number 3; refused: " \
+           "signature 1" in text
     assert "calls: 1" in text and "registrations: 1" in text
 
 
@@ -356,6 +387,35 @@ def test_node_serves_the_page_and_status_agrees(start_node: NodeFactory, tmp_pat
     shown = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=30).stdout
     assert "meshsip box alpha" in shown and "ring: 1 boxes, 1 answering" in shown
     assert "no other box heard on any link" in shown
+    assert "trust: open: any box on the link may join" in shown
+    assert "mode open: any box on the link may join" in page
+
+
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.phones
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="faketime not installed")
+def test_uptime_ignores_the_wall_clock_being_set(start_node: NodeFactory,
+                                                 tmp_path: Path) -> None:
+    """A Pi boots 3 hours behind, then its peers set its clock: its uptime does not jump."""
+    offset = tmp_path / "faketime"
+    offset.write_text("-3h\n")
+    port = free_port(udp=False)
+    start_node(tmp_path, "--web-port", str(port),
+               env={"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(offset),
+                    "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+
+    def uptime() -> int:
+        url = f"http://127.0.0.1:{port}/api/status"
+        doc = json.loads(urllib.request.urlopen(url, timeout=10).read())
+        assert abs(doc["box"]["uptime_seconds"] - doc["node"]["uptime_seconds"]) <= 1
+        return doc["box"]["uptime_seconds"]
+
+    assert uptime() < 600
+    offset.write_text("+0\n")  # the clock set right: 3 hours forward at once
+    time.sleep(2.5)  # past libfaketime's cache of the file
+    assert uptime() < 600
 
 
 def test_web_port_in_use_is_explained(start_node: NodeFactory, tmp_path: Path) -> None:

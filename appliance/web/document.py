@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .problems import LocalFacts, find_problems
-from .survey import BoxView
+from .survey import BoxView, Phone
 
 
 def meshsip_version() -> str:
@@ -36,7 +36,7 @@ class ThisBox:
     policy: str  # phones: "open" or "digest"
     uptime_seconds: int
     web_port: int
-    phones: list[str]
+    phones: list[Phone]
     calls: list[dict[str, Any]]
     ring_members: int
     joining: bool
@@ -47,7 +47,8 @@ def local_summary(me: ThisBox) -> dict[str, Any]:
     return {
         "name": me.name, "node_id": me.node_id, "address": me.address, "overlay": me.overlay,
         "mode": me.mode, "version": meshsip_version(), "uptime_seconds": me.uptime_seconds,
-        "wall_clock": time.time(), "phones": me.phones, "calls": me.calls,
+        "wall_clock": time.time(), "calls": me.calls,
+        "phones": [{"extension": p.extension, "name": p.name} for p in me.phones],
     }
 
 
@@ -62,6 +63,10 @@ def _box_entry(box: BoxView, now: float) -> dict[str, Any]:
     }
 
 
+def _phone_entry(phone: Phone, box: str, box_id: str) -> dict[str, str]:
+    return {"extension": phone.extension, "name": phone.name, "box": box, "box_id": box_id}
+
+
 def overview(me: ThisBox, others: list[BoxView], now: float) -> dict[str, Any]:
     """The overlay-wide part of `/api/status` (`now`: monotonic)."""
     others = [b for b in others if b.node_id != me.node_id]
@@ -72,7 +77,7 @@ def overview(me: ThisBox, others: list[BoxView], now: float) -> dict[str, Any]:
         "calls": len(me.calls), "in_ring": True, "clock_offset_seconds": 0.0,
     }
     boxes = sorted([this, *(_box_entry(b, now) for b in others)], key=lambda b: b["node_id"])
-    directory = [{"extension": ext, "box": me.name, "box_id": me.node_id} for ext in me.phones]
+    directory = [_phone_entry(p, me.name, me.node_id) for p in me.phones]
     calls: dict[str, dict[str, Any]] = {}
     for name, box_calls in [(me.name, me.calls),
                             *((b.name, b.calls) for b in others if b.answering)]:
@@ -84,8 +89,7 @@ def overview(me: ThisBox, others: list[BoxView], now: float) -> dict[str, Any]:
             entry["boxes"].append(name)
     for b in others:
         if b.answering:
-            directory += [{"extension": ext, "box": b.name, "box_id": b.node_id}
-                          for ext in b.phones]
+            directory += [_phone_entry(p, b.name, b.node_id) for p in b.phones]
     facts = LocalFacts(me.overlay, me.address, me.ring_members, me.joining)
     return {
         "box": {"name": me.name, "node_id": me.node_id, "address": me.address,

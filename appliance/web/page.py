@@ -4,7 +4,7 @@ few lines of script, no external asset (no Internet in the field).
 Rendered on the box from the `/api/status` document, so it is complete with JavaScript
 off (it then reloads itself every 30 s through a `<noscript>` refresh); with JavaScript
 on, it fetches itself every 5 s and swaps its main part in place. Every value that came
-from the network (box names, extensions) is escaped.
+from the network (box names, extensions, phones' names) is escaped.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def render_page(doc: dict[str, Any]) -> str:
         f"<title>meshsip {escape(box['name'])}</title>",
         '<noscript><meta http-equiv="refresh" content="30"></noscript>',
         f"<style>{STYLE}</style></head><body><main id=\"m\">",
-        _header(box),
+        _header(box, (doc.get("overlay") or {}).get("trust")),
         _problems(doc["problems"]),
         _boxes(doc["boxes"]),
         _phones(doc["directory"]),
@@ -67,8 +67,10 @@ def render_page(doc: dict[str, Any]) -> str:
     ])
 
 
-def _header(box: dict[str, Any]) -> str:
-    mode = "CA (only certified boxes)" if box["mode"] == "ca" else "open (any box may join)"
+def _header(box: dict[str, Any], trust: str | None) -> str:
+    # the node's own sentence (appliance/pki.py trust_summary) names the CA
+    mode = escape(trust) if trust else (
+        "CA (only certified boxes)" if box["mode"] == "ca" else "open (any box may join)")
     return (f"<h1>meshsip box {escape(box['name'])}</h1>"
             f'<p class="meta">{escape(box["address"])} &middot; overlay '
             f"{escape(box['overlay'])} &middot; mode {mode} &middot; phones "
@@ -152,12 +154,13 @@ def _label(b: dict[str, Any], x: float, y: float, c: float, detailed: bool) -> s
 
 def _phones(directory: list[dict[str, str]]) -> str:
     rows = "".join(f'<tr data-phone="{escape(p["extension"])}"><td>{escape(p["extension"])}'
-                   f'</td><td>{escape(p["box"] or p["box_id"][:8])}</td></tr>'
+                   f'</td><td>{escape(p["name"])}</td>'
+                   f'<td>{escape(p["box"] or p["box_id"][:8])}</td></tr>'
                    for p in directory)
     if not rows:
         return "<h2>Phones (0)</h2><p>No phone is registered on any answering box.</p>"
     return (f"<h2>Phones ({len(directory)})</h2><table id=\"phones\"><tr><th>extension</th>"
-            f"<th>box</th></tr>{rows}</table>")
+            f"<th>name</th><th>box</th></tr>{rows}</table>")
 
 
 def _calls(calls: list[dict[str, Any]]) -> str:

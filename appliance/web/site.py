@@ -21,7 +21,7 @@ from .document import ThisBox, local_summary, overview
 from .http import HttpServer, Request, Response, Routes
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .page import render_page
-from .survey import Member, Survey
+from .survey import Member, Phone, Survey
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -112,12 +112,18 @@ class Website:
             name=node.config.box_name, node_id=node.identity.node_id_hex,
             address=mesh.service.ref.host if mesh is not None else node.config.bind,
             overlay=node.config.overlay, mode=node.identity.mode, policy=node.config.policy,
-            uptime_seconds=int(time.time() - node.started_at), web_port=self.server.port,
-            phones=[e for e in sorted(node.location.bindings) if node.location.lookup(e, now)],
+            uptime_seconds=node.uptime_seconds(), web_port=self.server.port,
+            phones=self._phones(now),
             calls=node.proxy.status(now),
             ring_members=len(ring.known_nodes()) if ring is not None else 0,
             joining=bool(ring is not None and ring.joining),
         )
+
+    def _phones(self, now: float) -> list[Phone]:
+        """This box's registered phones, each named by the first binding with a name."""
+        location = self.node.location
+        return [Phone(ext, next((b.name for b in live if b.name), ""))
+                for ext in sorted(location.bindings) if (live := location.lookup(ext, now))]
 
     async def document(self) -> dict[str, Any]:
         """`/api/status`: the node's status and the overlay as this box sees it."""

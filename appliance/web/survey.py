@@ -1,15 +1,15 @@
 """What the other boxes say about themselves: the survey behind the status page.
 
 Each box serves its own summary at `/api/local` (name, Node-ID, address, uptime,
-version, phones, calls, wall clock). The box showing the page asks every ring member it
-knows (the Chord node's successors, predecessor and fingers: every box of a ring of up
-to 32, where the successor list is the whole ring) over HTTP on the same web port, with
-a short timeout, all at once. One survey runs at a time and its result is kept for a few
-seconds, so any number of browsers cost one round of requests. Between surveys the node notes
-which boxes the ring holds (no request), so a box that dies while nobody looks is still
-known. A box that does not answer is shown as not answering since it last answered or
-was last on the ring; it stays in the table (bounded) after the ring has dropped it, so
-a dead box is seen as dead, not as gone.
+version, phones with their names, calls, wall clock). The box showing the page asks
+every ring member it knows (the Chord node's successors, predecessor and fingers: every
+box of a ring of up to 32, where the successor list is the whole ring) over HTTP on the
+same web port, with a short timeout, all at once. One survey runs at a time and its
+result is kept for a few seconds, so any number of browsers cost one round of requests.
+Between surveys the node notes which boxes the ring holds (no request), so a box that
+dies while nobody looks is still known. A box that does not answer is shown as not
+answering since it last answered or was last on the ring; it stays in the table
+(bounded) after the ring has dropped it, so a dead box is seen as dead, not as gone.
 
 Summaries are network input: only known fields of the right type and bounded size are
 kept; a summary whose Node-ID is not the one the ring knows at that address is refused.
@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 CACHE_SECONDS = 3.0
 FETCH_TIMEOUT = 1.5
@@ -38,6 +38,13 @@ MAX_TEXT = 64
 # predecessor) is one that stabilize keeps checking, so being one shows it alive; a finger
 # may stay long after its box died (a small ring does not refresh fingers)
 Member = tuple[str, str, bool]
+
+
+class Phone(NamedTuple):
+    """A phone in the directory: its extension and display name ("" when none)."""
+    extension: str
+    name: str = ""
+
 Fetch = Callable[[str, int, str], Awaitable[dict[str, Any]]]
 
 
@@ -48,7 +55,7 @@ class BoxView:
     name: str = ""
     version: str = ""
     uptime_seconds: int | None = None
-    phones: list[str] = field(default_factory=list)
+    phones: list[Phone] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     clock_offset: float | None = None  # its wall clock minus ours, seconds
     answering: bool = False
@@ -162,8 +169,7 @@ def _apply(box: BoxView, summary: dict[str, Any], middle_wall: float) -> None:
     uptime = summary.get("uptime_seconds")
     box.uptime_seconds = uptime if isinstance(uptime, int) and uptime >= 0 else None
     phones = summary.get("phones")
-    box.phones = sorted({_text(p) for p in phones[:MAX_PHONES] if _text(p)}) \
-        if isinstance(phones, list) else []
+    box.phones = _phones(phones[:MAX_PHONES]) if isinstance(phones, list) else []
     calls = summary.get("calls")
     box.calls = [
         {"call_id": _text(c.get("call_id")), "caller": _text(c.get("caller")),
@@ -173,6 +179,19 @@ def _apply(box: BoxView, summary: dict[str, Any], middle_wall: float) -> None:
     ]
     wall = summary.get("wall_clock")
     box.clock_offset = wall - middle_wall if isinstance(wall, int | float) else None
+
+
+def _phones(entries: list[Any]) -> list[Phone]:
+    """{"extension", "name"} objects; a bare extension (an older box) has no name."""
+    phones: dict[str, Phone] = {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            phone = Phone(_text(entry.get("extension")), _text(entry.get("name")))
+        else:
+            phone = Phone(_text(entry))
+        if phone.extension:
+            phones.setdefault(phone.extension, phone)
+    return sorted(phones.values())
 
 
 async def fetch_json(host: str, port: int, path: str) -> dict[str, Any]:

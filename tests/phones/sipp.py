@@ -135,6 +135,7 @@ class _Sipp:
             "password": "wrong",
             "realm": "meshsip",
             "instance": "00000000-0000-1000-8000-00000000a001",  # register_instance.xml
+            "display": "",  # register.xml: From/To display name, e.g. '"Alice" '
         }
         values.update(keys or {})
         self.files = {
