@@ -119,9 +119,9 @@ class Claims:
     def _recheck_claims(self, resource_id: int) -> None:
         """Another owner's record for an AOR we publish: store ours again now (the
         storing node refuses it if we lost the AOR)."""
-        for ident, (rec, _) in self._owned.items():
+        for ident, (rec, _) in list(self._owned.items()):
             if ident[0] == resource_id and rec.lifetime > 0:
-                self._owned[ident] = (rec, self._now)
+                self._own(rec, self._now)  # due now (owned.py's refresh heap)
                 self._periodic_by("refresh", self._now)
 
     def _is_lost(self, rec: Record) -> bool:
