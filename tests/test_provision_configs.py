@@ -2,7 +2,9 @@
 syntax-check of provisioning/, and the network role's configs rendered into files and judged
 by the real programs: `dnsmasq --test`, a real dnsmasq answering a DHCPDISCOVER inside the
 test's own namespaces (gateway, DNS and options 120, 66, 160, 150), hostapd's own parser for
-an open and a WPA2 network. Nothing touches the machine's own network.
+an open and a WPA2 network; the node's meshsip.toml rendered for two boxes and read by the
+node's own config loader ([enroll]: one generated secret shared by every box). Nothing touches
+the machine's own network.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 from phones.nsexec import in_netns
 from provkit import ansible
 from provkit.dhcp import offer
+
+from appliance.config import Config, load_config
 
 pytestmark = pytest.mark.skipif(ansible.ansible_missing() is not None,
                                 reason=str(ansible.ansible_missing()))
@@ -164,3 +168,53 @@ def test_hostapd_config_is_complete_for_open_and_wpa2(tmp_path: Path, rendered: 
     said = done.stdout + done.stderr
     assert "errors found in configuration file" not in said, said
     assert "nl80211" in said, said
+
+
+
+RENDER_NODE_CONFIG = """
+- name: Render meshsip.toml for every host onto the controller
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: The role's defaults and the deployment's enrolment secret
+      ansible.builtin.include_role:
+        name: meshsip_node
+        tasks_from: enroll_secret.yml
+        public: true
+    - name: Render
+      ansible.builtin.template:
+        src: "{{ roles_dir }}/meshsip_node/templates/meshsip.toml.j2"
+        dest: "{{ out }}/{{ inventory_hostname }}.toml"
+        mode: "0600"
+"""
+BOXES = ("box-a", "box-b")
+
+
+def render_node_configs(tmp_path: Path, *args: str) -> tuple[ansible.Run, list[Config]]:
+    """Each box's meshsip.toml, read by the node's own loader, after a render run."""
+    run = ansible.playbook(tmp_path / "inventory" / "hosts.json", "-e", f"out={tmp_path}",
+                           "-e", f"roles_dir={ansible.PROVISIONING / 'roles'}", *args,
+                           playbook=tmp_path / "render-node.yml")
+    assert run.returncode == 0, run.output
+    return run, [load_config(tmp_path / f"{box}.toml") for box in BOXES]
+
+
+def test_every_box_gets_the_enroll_keys_and_one_secret_made_once(tmp_path: Path) -> None:
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "hosts.json").write_text(json.dumps({"all": {
+        "vars": {"meshsip_node_enroll_window": 600, "meshsip_node_enroll_first_extension": 3000,
+                 "meshsip_node_enroll_last_extension": 3099},
+        "hosts": {box: {"ansible_connection": "local"} for box in BOXES}}}))
+    (tmp_path / "render-node.yml").write_text(RENDER_NODE_CONFIG)
+    _, configs = render_node_configs(tmp_path)
+    secret_file = tmp_path / "inventory" / "pki" / "enroll.secret"
+    secret = secret_file.read_text().strip()
+    assert secret_file.stat().st_mode & 0o777 == 0o600 and len(secret) == 40
+    for c in configs:
+        assert (c.enroll_window, c.enroll_first, c.enroll_last, c.enroll_secret) == \
+            (600, 3000, 3099, secret)
+    again, _ = render_node_configs(tmp_path)  # the second run makes nothing new
+    assert [again.recap(box)["changed"] for box in BOXES] == [0, 0], again.changed_tasks()
+    assert secret not in again.output
+    _, configs = render_node_configs(tmp_path, "-e", "meshsip_node_enroll_secret=chosen")
+    assert {c.enroll_secret for c in configs} == {"chosen"}
