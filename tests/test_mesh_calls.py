@@ -47,9 +47,10 @@ UAS_SECONDS = 120  # a sipp callee's whole life (it is stopped at teardown anywa
 
 # -- reading the boxes ------------------------------------------------------------------------
 def status(bed: MeshBed, i: int, node: NodeProcess) -> dict[str, Any]:
-    """`meshsip status --json` of the node in host i, asked from inside its namespace."""
+    """`meshsip status --json` of the node in host i, asked from inside its namespace
+    (a generous deadline: a busy machine starts Python slowly)."""
     out = bed.exec(i, [sys.executable, "-m", "appliance.cli", "status", "--json",
-                       "--data-dir", str(node.data_dir)], cwd=REPO, timeout=10)
+                       "--data-dir", str(node.data_dir)], cwd=REPO, timeout=60)
     assert out.returncode == 0, f"status of host {i}: {out.stderr}"
     return json.loads(out.stdout)
 

@@ -10,14 +10,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from meshbed import MeshBed, netns_available
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
 from phones.sipp import SippUas, sipp_binary
-from test_mesh_calls import FAST, assert_call, logs, one_ring, primary_for, wait_for
+from test_mesh_calls import (
+    FAST,
+    assert_call,
+    logs,
+    one_ring,
+    overlays,
+    primary_for,
+    status,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NETNS_REASON = netns_available()
@@ -29,18 +37,6 @@ pytestmark = [
 ]
 EXT = "5001"
 FIND_CACHE = 5.5  # a box remembers where an extension is for 5 s (appliance/mesh.py)
-
-
-def status(bed: MeshBed, i: int, node: NodeProcess) -> dict[str, Any]:
-    """`meshsip status --json` in host i's namespace (generous: the machine may be busy)."""
-    out = bed.exec(i, [sys.executable, "-m", "appliance.cli", "status", "--json",
-                       "--data-dir", str(node.data_dir)], cwd=REPO, timeout=60)
-    assert out.returncode == 0, f"status of host {i}: {out.stderr}"
-    return json.loads(out.stdout)
-
-
-def overlays(bed: MeshBed, nodes: dict[int, NodeProcess]) -> dict[int, dict[str, Any]]:
-    return {i: status(bed, i, n)["overlay"] for i, n in nodes.items()}
 
 
 def register(bed: MeshBed, i: int, node: NodeProcess, scenario: str, uas: SippUas) -> None:
