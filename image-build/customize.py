@@ -28,7 +28,8 @@ def provision(root: Path, work: Path, wheelhouse: Path) -> None:
     inventory.write_text(json.dumps({"all": {"hosts": {"meshsip": {
         "ansible_host": str(root), "ansible_connection": "community.general.chroot",
         "ansible_python_interpreter": "/usr/bin/python3"}}}}))
-    extra = {"meshsip_pki_enabled": False, "meshsip_node_wheelhouse_dir": str(wheelhouse),
+    # No name: the node takes the host name, which first boot derives from the node id.
+    extra = {"meshsip_pki_enabled": False, "meshsip_node_name": "", "meshsip_node_wheelhouse_dir": str(wheelhouse),
              "meshsip_network_time_peers": []}
     env = {"PATH": f"{REPO / '.venv/bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
            "ANSIBLE_CONFIG": str(REPO / "provisioning/ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
