@@ -51,7 +51,7 @@ def install_files(root: Path, arch: str) -> None:
         target.chmod(mode)
     (root / "etc/fstab").write_text(
         f"LABEL={ROOT_LABEL}\t/\text4\tdefaults,noatime\t0\t1\n"
-        f"LABEL={FAT_LABEL}\t/boot/firmware\tvfat\tdefaults,umask=0077,nofail\t0\t2\n")
+        f"LABEL={FAT_LABEL}\t/boot/firmware\tvfat\tdefaults,umask=0077,nofail\t0\t0\n")
     (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
     (root / "etc/hostname").write_text("meshsip\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmeshsip\n"

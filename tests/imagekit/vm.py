@@ -71,7 +71,8 @@ def fat_read(disk: Path, name: str) -> bytes:
 def fat_list(disk: Path) -> list[str]:
     out = subprocess.run(["mdir", "-b", "-i", fat_spec(disk), "::/"], check=True,
                          capture_output=True, text=True, timeout=30).stdout
-    return [line.strip().removeprefix("::/") for line in out.splitlines() if line.strip()]
+    return [line.strip().removeprefix("::/").rstrip("/") for line in out.splitlines()
+            if line.strip()]
 
 
 class Dhcp:
