@@ -72,10 +72,12 @@ provision: provision-venv
 	@[ -n "$(INVENTORY)" ] || { echo "usage: make provision INVENTORY=provisioning/inventory/example"; exit 2; }
 	cd provisioning && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook -i "$(abspath $(INVENTORY))" site.yml $(ARGS)
 
-# The playbook applied twice to a Debian 12 root built with mmdebstrap (root; a few minutes).
+# The playbook applied twice to a Debian 12 root built with mmdebstrap, and with -c local on
+# a box of the namespace test bed (root; about 10 minutes).
 test-provision: venv provision-venv
 	$(call apt_install,$(APT_PROVISION_PACKAGES))
-	$(PY) -m pytest -q -rs -rP -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py
+	$(PY) -m pytest -q -rs -rP -m provision $(PYTEST_ARGS) tests/test_provision_chroot.py \
+	  tests/test_provision_local.py
 
 # Flashable images (image-build/, root; see README "Flashing an image"). Builds run at low
 # priority; the root file system tarball is cached in ~/.cache/meshsip-image.

@@ -15,7 +15,6 @@ from overlay.names import RULE, check_overlay_name
 
 from .config import ConfigError, load_config
 from .control import query
-from .node import NodeError, serve
 from .web.terminal import render_terminal
 
 
@@ -93,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Any) -> int:
+    from .node import NodeError, serve  # here: `meshsip status` need not load the node
+
     logging.basicConfig(
         level=config.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",

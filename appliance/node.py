@@ -349,7 +349,8 @@ class Node:
         ]
         return {
             "node": {
-                "sip_port": self.transport.local_port, "bind": self.config.bind,
+                "sip_port": self.transport.local_port, "tls_port": self.transport.tls_port,
+                "bind": self.config.bind,
                 "data_dir": str(self.data_dir), "policy": self.config.policy,
                 "uptime_seconds": int(time.time() - self.started_at), "pid": os.getpid(),
             },

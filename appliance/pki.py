@@ -136,7 +136,10 @@ def _revoke(args: argparse.Namespace) -> str:
     if not _signed_by_ca(cert, ca):
         raise IdentityError(f"{path} was not issued by the CA in {args.dir}")
     node_id = node_id_of_serial(cert.serial_number)
-    who = f"box {node_id_hex(node_id)}" if node_id is not None else f"serial {cert.serial_number}"
+    if node_id is None:  # boxes drop Node-IDs: a serial of another layout names none
+        raise IdentityError(f"{path} does not name its box in its serial number (made by "
+                            "another tool?): certify the box again with `meshsip ca issue`")
+    who = f"box {node_id_hex(node_id)}"
     crl = _current_crl(args.dir, ca)
     serials = crl.serials if crl is not None else frozenset()
     if cert.serial_number in serials:

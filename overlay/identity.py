@@ -5,6 +5,8 @@ Files in the data directory:
   and reused after. Its public key fixes the Node-ID: the first 128 bits of SHA-256 of the
   raw 32-byte public key, so a node cannot choose where it sits on the ring.
 - `node.crt`: only with a deployment CA. The CA-issued certificate for that key (PEM or DER).
+- `ca.crt`: the deployment CA's certificate; `meshsip ca issue` writes all three, and the
+  node runs in CA mode when it is there (appliance/pki.py). Revocation: overlay/revocation.py.
 
 Trust modes:
 - **open** (no CA configured): a node's certificate is self-signed and made from its key

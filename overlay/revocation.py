@@ -6,7 +6,7 @@ decided by that number, never by a clock (boxes have none). Nodes hold the highe
 numbered CRL they have seen that the CA signed, and spread it through the overlay.
 
 A CRL names certificate serial numbers. Serials of CA-issued node certificates embed the
-node's Node-ID (`node_serial`), so a CRL names the boxes it drops: a node refuses any
+node's Node-ID (`identity.node_serial`), so a CRL names the boxes it drops: a node refuses any
 message from a revoked Node-ID, whatever certificate it presents, and forgets what it
 knows of it (ring entries, records it owns). Revoking a certificate therefore revokes the
 box's key: a revoked box needs a new key (a new Node-ID) to be certified again.
@@ -15,6 +15,7 @@ box's key: a revoked box needs a new key (a new Node-ID) to be certified again.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -112,6 +113,7 @@ class Revocations:
         self.counters = dict.fromkeys(
             ("crl_adopted", "crl_older", "crl_foreign", "crl_malformed"), 0)
         self.on_adopted: Callable[[Crl], None] | None = None
+        self._refused: tuple[str, bytes] | None = None  # (reason, digest) of the last refused
 
     @property
     def number(self) -> int:
@@ -126,10 +128,15 @@ class Revocations:
         else is counted and dropped. Returns the CRL if adopted."""
         if self.ca is None:
             return None
+        digest = hashlib.sha256(data).digest()
+        if self._refused is not None and self._refused[1] == digest:
+            self.counters[self._refused[0]] += 1  # the same bad list again: not re-checked
+            return None
         try:
             crl = Crl.verified(data, self.ca)
         except CrlError as exc:
             self.counters[exc.reason] += 1
+            self._refused = (exc.reason, digest)
             return None
         return crl if self.adopt(crl) else None
 

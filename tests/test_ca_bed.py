@@ -21,7 +21,16 @@ import test_mesh_calls
 from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
-from test_mesh_calls import FAST, assert_call, call, callee, logs, one_ring, wait_for
+from test_mesh_calls import (
+    FAST,
+    assert_call,
+    call,
+    callee,
+    logs,
+    one_ring,
+    primary_for,
+    wait_for,
+)
 
 from appliance.control import query
 from appliance.pki import main as ca_main
@@ -91,14 +100,18 @@ def test_only_certified_unrevoked_boxes_join_store_fetch_and_route(make_bed, tmp
     assert "open: any box on the link may join" in nodes[NO_CERT].log()
 
     # Phones: one on a deployment box, one on the box to be revoked, one on each intruder.
+    # The deployment phone's record lives on the box to be revoked, which will still hold
+    # it when revoked: its calls must be refused by the boxes they reach.
+    ext = next(e for e in (f"2{k:03d}" for k in range(1000))
+               if primary_for(e, states(nodes, members)) == REVOKED)
     deployment_calls = 3
-    uas = callee(bed, 1, nodes[1], "2001", calls=deployment_calls)
+    uas = callee(bed, 1, nodes[1], ext, calls=deployment_calls)
     uas_revoked = callee(bed, REVOKED, nodes[REVOKED], "5001", calls=1)
     for i in intruders:
         reg = bed.sipp(i, "register", nodes[i].target, service=f"{i}001",
                        keys={"contact_port": "5999"})
         assert reg.ok, reg.logs
-    assert_call(bed, 0, nodes[0], "2001", nodes)  # 1
+    assert_call(bed, 0, nodes[0], ext, nodes)  # 1
     assert_call(bed, 2, nodes[2], "5001", nodes)  # the fourth box is in, for now
     assert uas_revoked.wait().ok
 
@@ -107,8 +120,9 @@ def test_only_certified_unrevoked_boxes_join_store_fetch_and_route(make_bed, tmp
     for i in intruders:
         assert overlay(nodes[i])["successors"] == [], f"intruder {i} is on a ring"
         refused(bed, 0, nodes[0], f"{i}001", nodes)  # cannot store
-        refused(bed, i, nodes[i], "2001", nodes)  # cannot fetch, cannot route
-    assert all(states(nodes, DEPLOYMENT)[i]["refusals"]["certificate"] > 0 for i in DEPLOYMENT)
+        refused(bed, i, nodes[i], ext, nodes)  # cannot fetch, cannot route
+    # (which boxes the intruders tried depends on mDNS timing: counted over the deployment)
+    assert sum(s["refusals"]["certificate"] for s in states(nodes, DEPLOYMENT).values()) > 0
 
     # Revoke the fourth box; the list goes to box 2 only, while it runs.
     assert ca_main(["revoke", str(tmp_path / "ca"), str(dirs[REVOKED] / "node.crt")]) == 0
@@ -116,15 +130,15 @@ def test_only_certified_unrevoked_boxes_join_store_fetch_and_route(make_bed, tmp
     wait_for("the revocation on every deployment box, and a ring without the revoked box",
              lambda: all(s["crl_number"] == 1 for s in states(nodes, DEPLOYMENT).values())
              and one_ring(states(nodes, DEPLOYMENT)), nodes, PATIENCE)
-    assert_call(bed, 0, nodes[0], "2001", nodes)  # 2
+    assert_call(bed, 0, nodes[0], ext, nodes)  # 2
     assert_outside(nodes, bed, (*intruders, REVOKED), DEPLOYMENT)
     refused(bed, 1, nodes[1], "5001", nodes)  # its record is not served any more
-    refused(bed, REVOKED, nodes[REVOKED], "2001", nodes)  # no call through it
+    refused(bed, REVOKED, nodes[REVOKED], ext, nodes)  # no call through it
     for i in (*intruders, REVOKED):
-        assert f"caller{i} -> 2001" not in nodes[1].log(), f"a call from host {i} got through"
+        assert f"caller{i} -> {ext}" not in nodes[1].log(), f"a call from host {i} got through"
     st = states(nodes, DEPLOYMENT)
     assert sum(s["refusals"]["revoked"] for s in st.values()) > 0
     for i in (0, 1):
         assert (dirs[i] / "revoked.crl").exists(), f"host {i} did not keep the list it got"
-    assert_call(bed, 2, nodes[2], "2001", nodes)  # 3: deployment calls kept working
+    assert_call(bed, 2, nodes[2], ext, nodes)  # 3: deployment calls kept working
     assert uas.wait().ok

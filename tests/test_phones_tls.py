@@ -1,16 +1,23 @@
 """Phones over TLS (issue 9, point 4): real baresip phones on the box's TLS port register
 and call phones on UDP, both ways, each side hanging up once (the BYE toward the TLS phone
-must reuse its connection: it has no certificate to accept a new one), and a phone with the
-box's TLS address as its outbound proxy. Debian's sipp has no TLS ("To use a TLS transport
-you must compile SIPp with OpenSSL"), so sipp is not used here."""
+must reuse its connection: it has no certificate to accept a new one); a phone with the
+box's TLS address as its outbound proxy; and calls across two boxes in namespaces.
+Debian's sipp has no TLS ("To use a TLS transport you must compile SIPp with OpenSSL"),
+so sipp is not used here."""
 
 from __future__ import annotations
 
 import pytest
+from meshbed import MeshBed, netns_available
+from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.baresip import Baresip, baresip_binary
 from phones.node import NodeProcess
 from phones.ports import free_port
+from test_mesh_calls import start_nodes, wait_ring
 from test_mesh_loopback import status
+
+needs_netns = pytest.mark.skipif(netns_available() is not None,
+                                 reason=f"meshbed: {netns_available()}")
 
 pytestmark = [
     pytest.mark.phones,
@@ -64,3 +71,21 @@ def test_tls_phones_with_the_box_as_outbound_proxy(start_node, tmp_path) -> None
         for phone in phones:
             phone.stop()
     assert "call 1011 -> 1012" in node.log()
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_tls_phone_calls_across_boxes_and_back(make_bed) -> None:
+    """Box 0 serves a TLS phone, box 1 a UDP phone (namespaces, real mDNS): each calls the
+    other through both boxes, and each side hangs up once."""
+    bed: MeshBed = make_bed(2)
+    nodes = start_nodes(bed, range(2), config="[sip]\nt1_ms = 200\n")
+    wait_ring(bed, nodes, timeout=20.0)
+    tls = bed.baresip(0, "1001", nodes[0], transport="tls")
+    udp = bed.baresip(1, "1002", nodes[1])
+    for phone in (tls, udp):
+        phone.wait_registered(timeout=10)
+    call(tls, udp, nodes[0].uri("1002"), nodes[0], hangup=udp)
+    call(udp, tls, nodes[1].uri("1001"), nodes[1], hangup=tls)
+    assert "call 1001 -> 1002 via box" in nodes[0].log()
+    assert "call 1002 -> 1001 via box" in nodes[1].log()

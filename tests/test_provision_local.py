@@ -30,6 +30,7 @@ BOX = 2  # the host the playbook provisions; 0 and 1 are boxes certified beforeh
 PATIENCE = 60.0  # seconds: a deadline for outcomes, not a figure
 pytestmark = [
     *test_mesh_calls.pytestmark,
+    pytest.mark.provision,  # about 3 minutes (mostly the playbook): make test-provision
     pytest.mark.skipif(ansible.ansible_missing() is not None,
                        reason=str(ansible.ansible_missing())),
 ]

@@ -14,6 +14,7 @@ import pytest
 from test_transport import HOST, Inbox, register, run
 
 from appliance.addresses import OwnAddresses
+from appliance.config import ConfigError, load_config
 from appliance.phone_tls import PhoneTlsError, phone_certificate, tls_settings
 from appliance.proxy.hops import Hops
 from overlay.chord.messages import NodeRef, Ping
@@ -184,3 +185,13 @@ def test_record_route_names_each_side_on_its_own_transport() -> None:
                                            "<sip:10.0.0.1:5060;lr;ms=tok>"]
     assert hops.record_route(tls, tls) == ["<sip:10.0.0.1:5061;lr;ms=tok;transport=tls>"]
     assert hops.record_route(tcp, udp) == ["<sip:10.0.0.1:5060;lr;ms=tok;transport=tcp>"]
+
+
+def test_tls_port_in_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "meshsip.toml"
+    config.write_text("[sip]\ntls_port = 5071\n")
+    assert load_config(config).tls_port == 5071
+    assert load_config(None).tls_port == 5061
+    assert load_config(config, {"tls_port": 0}).tls_port == 0  # --tls-port 0: none
+    with pytest.raises(ConfigError, match="tls_port"):
+        load_config(None, {"tls_port": 70000})

@@ -59,7 +59,7 @@ class StreamConnection(asyncio.Protocol):
         self.framer = StreamFramer()
         self.pings_answered = 0
         self.pending: list[bytes] = []  # written before the connection was up
-        self.keys: list[tuple[str, int]] = []
+        self.keys: list[tuple[str, str, int]] = []  # (kind, host, port) it is found by
         self.peer = ("", 0)
         self.dead = False
         self.closed: asyncio.Future[None] = owner._loop.create_future()
@@ -121,7 +121,8 @@ class StreamConnection(asyncio.Protocol):
         for data in pending:
             self.write(data)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, message: bool = True) -> None:
+        """Send `data`: a message (counted, its failure reported), or a keep-alive pong."""
         if self.transport is None:
             self.pending.append(data)
             return
@@ -129,14 +130,15 @@ class StreamConnection(asyncio.Protocol):
             try:
                 raw = self.tls.send(data)
             except TlsError as exc:
-                self.owner._send_failed(self.outbound or (self.kind, *self.peer), data, exc)
+                if message:
+                    self.owner._send_failed(self.outbound or (self.kind, *self.peer), data, exc)
                 self._tls_failed(exc)
                 return
             if raw:
                 self.transport.write(raw)
         else:
             self.transport.write(data)
-        self.owner.counters["sent"] += 1
+        self.owner.counters["sent"] += message
         self.last_active = self.owner._loop.time()  # type: ignore[union-attr]
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             dest = self.outbound or (self.kind, *self.peer)
@@ -172,8 +174,7 @@ class StreamConnection(asyncio.Protocol):
         if self.framer.pings > self.pings_answered:
             self.pings_answered = self.framer.pings
             owner.counters["keepalives"] += 1
-            self.write(_PONG)  # one pong per read, never a ping back
-            owner.counters["sent"] -= 1  # not a message
+            self.write(_PONG, message=False)  # one pong per read, never a ping back
         source: Address = (self.kind, *self.peer)
         for message in messages:
             if self.dead:

@@ -209,10 +209,11 @@ class SipTransport:
     def alias(self, source: Address, port: int) -> None:
         """The stream `source` also serves its peer's `port` (the port a phone on TLS
         names in its Via and Contact), so requests to that address reuse it (cf. RFC 5923);
-        only for the peer's own IP, at most a few per connection."""
+        only for the peer's own IP, at most a few per connection; the latest connection
+        wins (a phone that connected again)."""
         conn = self._conns.get(source)
         key = (source[0], source[1], port)
-        if conn is not None and len(conn.keys) < 4 and key not in self._conns:
+        if conn is not None and (key in conn.keys or len(conn.keys) < 4):
             conn.register(key)
 
     @property

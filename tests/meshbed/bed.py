@@ -538,11 +538,12 @@ class MeshBed:
     def node(self, i: int, *extra_args: str, config: str | None = None,
              port: int = 5060, data_dir: Path | None = None) -> NodeProcess:
         """`python -m appliance.cli run` in host i's namespace, bound to its address, on the
-        standard SIP port, with no config file (unless config= gives one). Waits for ready;
+        standard SIP and TLS ports, with no config file (unless config= gives one). Waits for ready;
         stopped at teardown (which asserts it exits with 0). The data directory is the
         host's own (kept across restarts, as a box's SD card) unless data_dir= gives one."""
         return self._nodes(self.workdir, *extra_args, config=config, port=port,
-                           netns=self.ns(i), host=self.addr(i), data_dir=data_dir)
+                           netns=self.ns(i), host=self.addr(i), data_dir=data_dir,
+                           tls_port=5061)
 
     def stop_node(self, node: NodeProcess) -> int:
         """SIGTERM a node (a box switched off) and wait; returns its exit code."""
@@ -564,7 +565,8 @@ class MeshBed:
         harness phone has its own SIP and control ports.
         """
         kw.setdefault("workdir", self.workdir / f"baresip-{extension}-n{i}")
-        phone = Baresip(extension, node.port, node_host=node.host, netns=self.ns(i),
+        port = node.tls_port if kw.get("transport") == "tls" else node.port
+        phone = Baresip(extension, port, node_host=node.host, netns=self.ns(i),
                         bind=self.addr(i), **kw)
         self._phones.append(phone)
         return phone.start()
