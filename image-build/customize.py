@@ -76,7 +76,8 @@ def forget_identity(root: Path) -> None:
 def initramfs(root: Path) -> None:
     """The one initramfs: update-initramfs back in place, run once for the installed kernel
     (raspi-firmware's hook then copies kernel, initrd and cmdline.txt to /boot/firmware)."""
-    in_root(root, "rm -f /usr/sbin/update-initramfs; "
+    in_root(root, "find /boot -maxdepth 1 -name 'initrd.img-*' -size 0 -delete; "
+                  "rm -f /usr/sbin/update-initramfs; "
                   "dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs; "
                   "update-initramfs -c -k all")
 
