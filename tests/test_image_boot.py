@@ -11,13 +11,17 @@ Minutes long (two TCG boots): marked `image`, run by `make test-image` after `ma
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imagekit import vm as vmkit
 from meshbed.bed import MeshBed, netns_available
+from phones.node import NodeProcess
 
 pytestmark = [pytest.mark.image,
               pytest.mark.skipif(netns_available() is not None, reason=str(netns_available()))]
@@ -31,6 +35,13 @@ def node_toml(seed: str) -> str:
     """The operator's file on the FAT partition: the image's own format."""
     return (f'[overlay]\nname = "{OVERLAY}"\nseeds = ["{seed}"]\n\n'
             '[web]\nport = 8080\n')
+
+
+def process_overlay(bed: MeshBed, node: NodeProcess) -> dict[str, Any]:
+    """The overlay part of `meshsip status --json` of the process node in bed host 0."""
+    out = bed.exec(0, [sys.executable, "-m", "appliance.cli", "status", "--json",
+                       "--data-dir", str(node.data_dir)], cwd=vmkit.REPO, timeout=20)
+    return json.loads(out.stdout)["overlay"] if out.returncode == 0 else {}
 
 
 class VmNode:
@@ -102,14 +113,19 @@ def test_two_vms_and_a_process_node_form_one_ring_and_carry_a_call(booted) -> No
         vmkit.wait_until(f"SIP OPTIONS answered by {ip}",
                          lambda ip=ip: vmkit.sip_options(bed.ns(0), bed.addr(0), ip),
                          BOOT_DEADLINE, vms)
-    bed.node(0, "--overlay", OVERLAY, *(f"--seed={ip}:5060" for ip in VM_ADDRS.values()))
+    node = bed.node(0, "--overlay", OVERLAY, *(f"--seed={ip}:5060" for ip in VM_ADDRS.values()))
 
     def one_ring() -> bool:
+        """Each VM's page lists three boxes, all in the ring, and the process node's ring is
+        complete with both VMs as its successors."""
         for ip in VM_ADDRS.values():
             boxes = vmkit.http_json(bed.ns(0), ip, 8080, "/api/status")["boxes"]
-            if len(boxes) != 3 or not all(b["in_ring"] and b["answering"] for b in boxes):
+            if len(boxes) != 3 or not all(b["in_ring"] for b in boxes):
                 return False
-        return True
+        ring = process_overlay(bed, node)
+        succ = {s.split("@", 1)[1] for s in ring.get("successors", [])}
+        wanted = {f"{ip}:5060" for ip in VM_ADDRS.values()}
+        return bool(ring.get("ring_complete")) and succ == wanted
 
     vmkit.wait_until("one ring of the two VMs and the process node", one_ring, 180, vms)
     vm1, vm2 = (VmNode(ip) for ip in VM_ADDRS.values())
