@@ -45,7 +45,9 @@ exit 0
 """
 # Under emulation every file costs: no manual pages or documentation in the image.
 DPKG_OPTS = ["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
-             "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=force-unsafe-io"]
+             "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=force-unsafe-io",
+             # raspi-firmware ships /etc/default/raspi-firmware: keep ours, set before it
+             "--dpkgopt=force-confold"]
 
 
 def mirrors() -> list[str]:
