@@ -66,7 +66,7 @@ def test_arm64_image_partitions_and_boot_files(tmp_path: Path) -> None:
     assert fat["type"] == "c" and fat.get("bootable") is True, fat
     assert root["type"] == "83", root
     names = vmkit.fat_list(disk)
-    for wanted in ("config.txt", "cmdline.txt", "bcm2710-rpi-3-b.dtb", "bcm2711-rpi-4-b.dtb",
+    for wanted in ("config.txt", "cmdline.txt", "bcm2837-rpi-3-b.dtb", "bcm2711-rpi-4-b.dtb",
                    "start4.elf", "bootcode.bin", "meshsip.toml.example", "MESHSIP-README.txt"):
         assert wanted in names, f"{wanted} not on the FAT partition: {names}"
     kernels = [n for n in names if n.startswith("vmlinuz-")]
