@@ -29,8 +29,8 @@ def provision(root: Path, work: Path, wheelhouse: Path) -> None:
         "ansible_host": str(root), "ansible_connection": "community.general.chroot",
         "ansible_python_interpreter": "/usr/bin/python3"}}}}))
     # No name: the node takes the host name, which first boot derives from the node id.
-    extra = {"meshsip_pki_enabled": False, "meshsip_node_name": "", "meshsip_node_wheelhouse_dir": str(wheelhouse),
-             "meshsip_network_time_peers": []}
+    extra = {"meshsip_pki_enabled": False, "meshsip_node_name": "",
+             "meshsip_node_wheelhouse_dir": str(wheelhouse), "meshsip_network_time_peers": []}
     env = {"PATH": f"{REPO / '.venv/bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
            "ANSIBLE_CONFIG": str(REPO / "provisioning/ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "HOME": str(work), "LC_ALL": "C.UTF-8"}
@@ -105,6 +105,9 @@ def fat_files(root: Path, arch: str, fat: Path) -> None:
         for wanted in ("config.txt", "cmdline.txt"):
             if not (fat / wanted).exists():
                 raise StepFailed(f"raspi-firmware left no {wanted} in /boot/firmware")
+        if not all(f.stat().st_size for f in fat.glob("initrd.img-*")):
+            raise StepFailed("an empty initrd on the FAT partition: raspi-firmware's hook did "
+                             "not copy the real one")
         cmdline = (fat / "cmdline.txt").read_text()
         if f"root=LABEL={ROOT_LABEL}" not in cmdline:
             raise StepFailed(f"cmdline.txt names another root: {cmdline.strip()}")

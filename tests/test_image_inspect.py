@@ -72,6 +72,7 @@ def test_arm64_image_partitions_and_boot_files(tmp_path: Path) -> None:
     kernels = [n for n in names if n.startswith("vmlinuz-")]
     initrds = [n for n in names if n.startswith("initrd.img-")]
     assert len(kernels) == 1 and len(initrds) == 1, names
+    assert len(vmkit.fat_read(disk, initrds[0])) > 2**20, "the initrd is the build's placeholder"
     cmdline = vmkit.fat_read(disk, "cmdline.txt").decode()
     assert "root=LABEL=meshsip-root" in cmdline and "console=serial0,115200" in cmdline, cmdline
     config = vmkit.fat_read(disk, "config.txt").decode()
