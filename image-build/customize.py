@@ -76,10 +76,16 @@ def forget_identity(root: Path) -> None:
 def initramfs(root: Path) -> None:
     """The one initramfs: update-initramfs back in place, run once for the installed kernel
     (raspi-firmware's hook then copies kernel, initrd and cmdline.txt to /boot/firmware)."""
-    in_root(root, "find /boot -maxdepth 1 -name 'initrd.img-*' -size 0 -delete; "
-                  "rm -f /usr/sbin/update-initramfs; "
-                  "dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs; "
-                  "update-initramfs -c -k all")
+    # /proc mounted: raspi-firmware's hook tells a chroot (ischroot) from a missing
+    # /boot/firmware mount only with it.
+    sh(["mount", "-t", "proc", "proc", root / "proc"])
+    try:
+        in_root(root, "find /boot -maxdepth 1 -name 'initrd.img-*' -size 0 -delete; "
+                      "rm -f /usr/sbin/update-initramfs; "
+                      "dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs; "
+                      "update-initramfs -c -k all")
+    finally:
+        sh(["umount", root / "proc"])
 
 
 def fat_files(root: Path, arch: str, fat: Path) -> None:
