@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,8 @@ def test_arm64_image_boots_under_qemu_virt_and_answers(tmp_path: Path) -> None:
             assert line.startswith("SIP/2.0 200"), line
             print(f"\narm64 VM (-M virt, TCG): SIP OPTIONS answered "
                   f"{time.monotonic() - vm.started:.0f} s after power-on")
-            assert "Started meshsip.service" in vm.console.read_text(errors="replace")
+            console = re.sub(r"\x1b\[[0-9;]*m", "", vm.console.read_text(errors="replace"))
+            assert "Started meshsip.service" in console
         finally:
             vm.stop()
             dhcp.stop()
