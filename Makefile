@@ -90,3 +90,22 @@ $(VENV)/.fuzz-installed: $(VENV)/.installed
 
 fuzz-sip fuzz-overlay: fuzz-%: $(VENV)/.fuzz-installed
 	nice $(PY) tests/fuzz/run.py $* --seconds $(FUZZ_SECONDS)
+
+# Flashable images (image-build/, root; see README "Flashing an image"). Builds run at low
+# priority; the root file system tarball is cached in ~/.cache/meshsip-image.
+APT_IMAGE_PACKAGES := mmdebstrap genimage mtools dosfstools e2fsprogs bmap-tools xz-utils \
+	qemu-user-static binfmt-support qemu-system-x86 qemu-system-arm ovmf dnsmasq-base fdisk
+.PHONY: image image-amd64 test-image apt-image
+
+apt-image:
+	$(call apt_install,$(APT_IMAGE_PACKAGES))
+
+image: provision-venv apt-image
+	nice -n 10 $(PY) image-build/build.py arm64
+
+image-amd64: provision-venv apt-image
+	nice -n 10 $(PY) image-build/build.py amd64
+
+# Boots the built images under qemu (TCG) on the namespace test bed (slow: minutes each).
+test-image: venv apt-image
+	$(PY) -m pytest -q -rs -m image $(PYTEST_ARGS) tests/test_image_inspect.py tests/test_image_boot.py

@@ -29,12 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:  # a namespace test without its marker would escape the CI rule
         if any(f in getattr(item, "fixturenames", ()) for f in NETNS_FIXTURES):
             item.add_marker("netns")
-    # `provision` tests take minutes: only `make test-provision` (-m provision) runs them.
-    if "provision" not in (config.option.markexpr or ""):
-        slow = [item for item in items if item.get_closest_marker("provision")]
-        if slow:
-            config.hook.pytest_deselected(items=slow)
-            items[:] = [item for item in items if item not in slow]
+    # `provision` and `image` tests take minutes: only `make test-provision` (-m provision)
+    # and `make test-image` (-m image) run them.
+    for marker in ("provision", "image"):
+        if marker not in (config.option.markexpr or ""):
+            slow = [item for item in items if item.get_closest_marker(marker)]
+            if slow:
+                config.hook.pytest_deselected(items=slow)
+                items[:] = [item for item in items if item not in slow]
 
 
 def _reason(report: pytest.TestReport) -> str:
