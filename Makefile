@@ -35,7 +35,7 @@ run: venv
 	$(VENV)/bin/meshsip run $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check overlay appliance tests bench
+	$(VENV)/bin/ruff check overlay appliance tests bench image-build
 
 test: venv provision-venv apt-test lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
