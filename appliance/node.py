@@ -33,6 +33,7 @@ from .phone_tls import PhoneTlsError, tls_settings
 from .pki import deployment_ca, trust_summary
 from .proxy import Proxy
 from .proxy.boxes import HOP_HEADER
+from .refresh import RefreshLane
 from .registrar import Clocks, Location
 from .users import load_users
 from .web.metrics import NodeMetrics
@@ -89,6 +90,8 @@ class Node:
         self.own = OwnAddresses(config.bind, config.sip_port, default_names())
         self.proxy = Proxy(self.txl, self.location, self._local_address, self.token, self.own)
         self.proxy.call_table.max_calls = limits.max_calls
+        self.refresh_lane = RefreshLane(self.location, self.txl, self.proxy.counters,
+                                        self._wakeup.at)
         self.resolver = Resolver()
         self.proxy.address = self.resolver.address
         self.proxy.resolve = self._resolve
@@ -120,6 +123,7 @@ class Node:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._clock = loop.time  # asyncio.get_running_loop() asks the kernel for our pid
         restored = self.location.load(self.bindings_file, Clocks.read(loop.time()))
         try:
             await self.transport.start(self.config.bind, self.config.sip_port)
@@ -263,12 +267,18 @@ class Node:
 
     # -- message path ---------------------------------------------------------------------
     def _on_message(self, data: bytes, source: Address) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         # Phones' SIP over its per-source rate is dropped unparsed (see limits.py); box-to-box
         # messages have their own limit at the overlay service.
         overlay = b"DHT-NodeID" in data
-        if not overlay and not self.sip_limiter.allow(source[1], now):
-            return
+        if not overlay:
+            if not self.sip_limiter.allow(source[1], now):
+                return
+            if source[0] == "UDP" and data.startswith(b"REGISTER "):
+                answer = self.refresh_lane.answer(data, source, now)
+                if answer is not None:
+                    self.transport.send(answer, source)
+                    return
         try:
             message = parse_message(data)
             if message.get("DHT-NodeID") is not None:
@@ -389,7 +399,8 @@ class Node:
             "calls": self.proxy.status(now),
             "counters": self.counters | self.proxy.counters | self.transport.counters
             | self.txl.stats | self.resolver.stats | self.location.stats
-            | {"sip_rate_limited": self.sip_limiter.refused},
+            | {"sip_rate_limited": self.sip_limiter.refused,
+               "refreshes_in_lane": self.refresh_lane.answered},
             "overlay": self.mesh.status() if self.mesh is not None else None,
             "sip_addresses": self.own.status(),
             "enroll": self.onboard.status(),

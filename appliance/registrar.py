@@ -21,13 +21,15 @@ of a box that only blinked.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, Response, parse_delta
@@ -76,9 +78,16 @@ class Binding:
     source: Address  # where the REGISTER came from: TCP phones are reached on this flow
     q: str | None = None
     name: str = ""  # the phone's display name (printable, bounded; "" when it sent none)
+    # What the refresh lane read from the REGISTER that made it (refresh.py): the same
+    # texts again need no second reading. Not saved.
+    memo: Any = field(default=None, compare=False, repr=False)
 
     def contact_uri(self) -> NameAddr:
         return parse_name_addr(f"<{self.contact}>")
+
+    def seconds_left(self, now: float) -> int:
+        """What a 200 to a REGISTER says of this binding (its Contact's expires)."""
+        return max(0, int(self.expires_at - now))
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,10 @@ class Location:
         # Plugged in by the node with its mesh: a new extension is a claim (claims.py).
         self.claims: StartClaim | None = None
         self.claiming: dict[str, PendingClaim] = {}  # bounded by CLAIMS_MAX
+        # (expires_at, extension), soonest first: each extension held is due no later than
+        # its first binding expires; entries of extensions gone since stay until they come
+        # up (or a compaction)
+        self._expiry: list[tuple[float, str]] = []
 
     def _notify(self, extension: str, present: bool) -> None:
         if self.observer is not None:
@@ -158,10 +171,20 @@ class Location:
                     del by_source[ip]
 
     def expire(self, now: float) -> list[Binding]:
+        """Drop the bindings that ran out by `now` (the ones due, not a sweep of all)."""
         gone = []
-        for ext in list(self.bindings):
-            live = [b for b in self.bindings[ext] if b.expires_at > now]
-            expired = [b for b in self.bindings[ext] if b.expires_at <= now]
+        due = self._expiry
+        while due and due[0][0] <= now:
+            ext = heapq.heappop(due)[1]
+            held = self.bindings.get(ext)
+            if not held:
+                continue  # gone since
+            live = [b for b in held if b.expires_at > now]
+            if live:  # refreshed since: due again at its next expiry
+                heapq.heappush(due, (min(b.expires_at for b in live), ext))
+                if len(live) == len(held):
+                    continue
+            expired = [b for b in held if b.expires_at <= now]
             self._count(expired, -1)
             gone.extend(expired)
             if live:
@@ -203,9 +226,8 @@ class Location:
         if None in contacts:
             if len(contacts) != 1 or default != 0:
                 return make_response(request, 400, "Contact * needs Expires: 0 and no other", tag)
-            for b in live:
-                if b.call_id == call_id and cseq <= b.cseq:
-                    return make_response(request, 500, "Out of order CSeq", tag)
+            if any(_out_of_order(b, call_id, cseq) for b in live):
+                return make_response(request, 500, "Out of order CSeq", tag)
             self._set(extension, [])
             log.info("unregistered %s (all contacts) from %s %s:%d", extension, *source)
             return self._ok(request, extension, now, tag)
@@ -216,13 +238,13 @@ class Location:
             expires = default
             if "expires" in na.params:
                 expires = parse_delta(na.params["expires"] or "", "Contact expires")
-            if 0 < expires < self.min_expires:
+            if self._too_brief(expires):
                 response = make_response(request, 423, None, tag)
                 response.add("Min-Expires", str(self.min_expires))
                 return response
             contact = str(na.uri)
             old = current.get(contact)
-            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+            if old is not None and _out_of_order(old, call_id, cseq):
                 return make_response(request, 500, "Out of order CSeq", tag)
             if expires == 0:
                 if current.pop(contact, None) is not None:
@@ -243,6 +265,34 @@ class Location:
                 return self._claim(request, source, extension, bindings, tag)
             self._set(extension, bindings)
         return self._ok(request, extension, now, tag)
+
+    def refresh(self, extension: str, contact: str, source: Address, call_id: str, cseq: int,
+                expires: int, q: str | None, name: str, now: float, memo: Any = None
+                ) -> Binding | None:
+        """A plain refresh, as the refresh lane (refresh.py) reads it from a REGISTER with
+        one Contact and no credentials: done, and its binding returned, when `_register`
+        would bind the same way (the extension's only binding, the same contact from the
+        same address, live, in order, no claim under way, no password asked); otherwise
+        None and nothing changed: the full path decides."""
+        held = self.bindings.get(extension)
+        if self.auth is not None or not held or len(held) != 1 or extension in self.claiming:
+            return None
+        old = held[0]
+        if (old.contact != contact or old.source[1] != source[1] or old.expires_at <= now
+                or _out_of_order(old, call_id, cseq) or expires == 0
+                or self._too_brief(expires)):
+            return None
+        # changed in place: a new object a refresh would be one more for the garbage
+        # collector to go through, thousands a second
+        old.expires_at = now + min(expires, self.max_expires)
+        old.call_id, old.cseq, old.source, old.q, old.name, old.memo = (
+            call_id, cseq, source, q, name, memo)
+        self._refreshed(extension, old)
+        return old
+
+    def _too_brief(self, expires: int) -> bool:
+        """Asked for less than min_expires (0 unregisters): 423 Interval Too Brief."""
+        return 0 < expires < self.min_expires
 
     def _busy(self, request: Request, source: Address, extension: str, live: list[Binding],
               tag: str) -> Response | None:
@@ -329,24 +379,41 @@ class Location:
     def _set(self, extension: str, bindings: list[Binding]) -> None:
         self.changed = True
         held = self.bindings.get(extension)
-        if held and _same_sources(held, bindings):  # a refresh: counts stay, order moves
+        if held and _same_sources(held, bindings):
             self.bindings[extension] = bindings
-            mine = self._by_source[bindings[0].source[1]]
-            key = (extension, bindings[0].contact)
-            del mine[key]
-            mine[key] = None  # the most recently registered: the last to go
-            self._remember(extension)
+            self._refreshed(extension, bindings[0])
             return
         if held:
             self._count(held, -1)
         if bindings:
             self.bindings[extension] = bindings
+            self._expiring(extension, bindings)
             self._count(bindings, 1)
             self._remember(extension)
         else:
             self.bindings.pop(extension, None)
         if bool(held) != bool(bindings):
             self._notify(extension, bool(bindings))
+
+    def _refreshed(self, extension: str, binding: Binding) -> None:
+        """`binding` is now the extension's only one, of the same contact from the same
+        address as before: the counts stay, and it moves to the end of its source's
+        bindings (the most recently registered: the last to go). It expires later than
+        the one before, so its entry in _expiry comes up early enough."""
+        self.changed = True
+        mine = self._by_source[binding.source[1]]
+        key = (extension, binding.contact)
+        del mine[key]
+        mine[key] = None
+        self._remember(extension)
+
+    def _expiring(self, extension: str, bindings: list[Binding]) -> None:
+        """Bindings set for `extension`: it is due at the first of their expiries."""
+        due = self._expiry
+        heapq.heappush(due, (min(b.expires_at for b in bindings), extension))
+        if len(due) > 2 * len(self.bindings) + 1024:  # mostly stale entries: one each
+            due[:] = [(min(b.expires_at for b in bs), ext) for ext, bs in self.bindings.items()]
+            heapq.heapify(due)
 
     def _remember(self, extension: str) -> None:
         known = self.known
@@ -358,7 +425,7 @@ class Location:
     def _ok(self, request: Request, extension: str, now: float, tag: str) -> Response:
         response = make_response(request, 200, None, tag)
         for b in self.lookup(extension, now):
-            response.add("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
+            response.add("Contact", f"<{b.contact}>;expires={b.seconds_left(now)}")
         return response
 
     # Persistence: a restarted box keeps its phones until they next re-register (see the
@@ -370,7 +437,7 @@ class Location:
         for bs in self.bindings.values():
             for b in bs:
                 row = vars(b) | {"expires_in": b.expires_at - clocks.now}
-                del row["expires_at"]
+                del row["expires_at"], row["memo"]
                 rows.append(row)
         saved = {"boot_id": clocks.boot_id, "uptime": clocks.uptime, "wall": clocks.wall}
         tmp = path.with_suffix(".tmp")
@@ -413,16 +480,27 @@ class Location:
                 if binding.extension not in self.bindings:
                     self._notify(binding.extension, True)
                 self.bindings.setdefault(binding.extension, []).append(binding)
+                self._expiring(binding.extension, [binding])
                 self._count([binding], 1)
                 count += 1
         return count
 
 
 def display_name(request: Request) -> str:
-    """The REGISTER's display name (To's, else From's): printable characters only (no
-    control characters for a terminal to obey), at most NAME_MAX."""
-    text = request.to.display or request.from_.display or ""
-    return "".join(c for c in text[:NAME_MAX] if c.isprintable())
+    """The REGISTER's display name (To's, else From's), see `printable_name`."""
+    return printable_name(request._to_view().display or request._from_view().display or "")
+
+
+def printable_name(text: str) -> str:
+    """A phone's display name as kept: printable characters only (no control characters
+    for a terminal to obey), at most NAME_MAX."""
+    text = text[:NAME_MAX]
+    return text if text.isprintable() else "".join(c for c in text if c.isprintable())
+
+
+def _out_of_order(binding: Binding, call_id: str, cseq: int) -> bool:
+    """RFC 3261 10.3 step 7: a REGISTER of the binding's Call-ID must raise its CSeq."""
+    return binding.call_id == call_id and cseq <= binding.cseq
 
 
 def _same_sources(held: list[Binding] | tuple[()], bindings: list[Binding]) -> bool:

@@ -36,6 +36,7 @@ STREAM = "MTLS"  # the transport of box links (overlay/sip/tls.py)
 RECORD_LIFETIME = 300  # seconds; the owner refreshes while the phone stays registered
 CLAIM_WAIT = 4.0  # seconds a claim waits for the storing node before the box binds anyway
 SEED_RETRY = 10.0
+REJECTIONS_LOGGED_EVERY = 10.0  # seconds between two "rejected a record" lines at most
 SEQUENCE_BLOCK = 10_000  # record sequences reserved per write of the sequence file
 
 Send = Callable[[bytes, Address], None]
@@ -72,6 +73,8 @@ class OverlayService:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._seed_txns: dict[int, tuple[str, int]] = {}
         self._wakeup = Wakeup(self._on_timer)
+        self._rejections_quiet_until = 0.0
+        self._rejections_unsaid = 0
         self._seeds: set[tuple[str, int]] = set()
         self._seed_task: asyncio.Task[None] | None = None
         # ("republished", own records stored again after a death, is in node.stats)
@@ -214,8 +217,21 @@ class OverlayService:
             if self.on_lost is not None:
                 self.on_lost(event.aor)
         elif isinstance(event, chord.RecordRejected):
-            log.warning("rejected a record for %s from %s: %s", event.record.aor,
-                        _short(event.source), event.reason)
+            self._log_rejection(event)
+
+    def _log_rejection(self, event: chord.RecordRejected) -> None:
+        """One line per REJECTIONS_LOGGED_EVERY seconds at most, with how many went unsaid
+        (all are counted): a forging or flooding box must not fill the log (SD cards)."""
+        now = self._now()
+        if now < self._rejections_quiet_until:
+            self._rejections_unsaid += 1
+            return
+        more = f" ({self._rejections_unsaid} more since the last one said)" \
+            if self._rejections_unsaid else ""
+        log.warning("rejected a record for %s from %s: %s%s", event.record.aor,
+                    _short(event.source), event.reason, more)
+        self._rejections_quiet_until = now + REJECTIONS_LOGGED_EVERY
+        self._rejections_unsaid = 0
 
     def drop_revoked(self, crl: Crl) -> None:
         """A newer CRL: the boxes it names leave our tables, and their records go."""

@@ -94,9 +94,11 @@ class Claims:
         return None
 
     def _room_for(self, rec: Record) -> bool:
+        """Under the caps: in all, and per owner but us (the per-owner cap keeps other
+        boxes from filling our store; our own records are bounded by our registrar's)."""
         c = self.config
-        return (len(self.store) < c.max_records
-                and self.store.count_of(rec.owner) < c.max_records_per_owner)
+        return len(self.store) < c.max_records and (
+            rec.owner == self.id or self.store.count_of(rec.owner) < c.max_records_per_owner)
 
     def _evict(self, old: Record, by: Record) -> None:
         """`old`'s owner lost the AOR to `by`: drop its copies, refuse its claim from now

@@ -2,8 +2,10 @@
 
 `put` signs a record with the next sequence of `sequences` and stores it at the successor
 of its key, writing the replicas it was told of in parallel (a primary that crashes before
-its first replication push would otherwise take the only copy with it). Owners re-sign
-and re-store their records `first_refresh` seconds after a put and then every lifetime *
+its first replication push would otherwise take the only copy with it). Owners place
+their records again `first_refresh` seconds after a put (the first placement may have
+followed a stale view: the same signed copy will do, with the life it has left, unless
+its claim is still unanswered) and re-sign and re-store them every lifetime *
 `refresh_fraction`; a failed put is retried in seconds, and every record is stored again
 soon after a death (that node may have held every copy). A copy of one of our records
 seen elsewhere with a sequence we do not hold (issued before a restart that lost our
@@ -41,10 +43,14 @@ class OwnedRecords:
         self._refresh_heap: list[tuple[float, tuple[int, int, str]]] = []
         self._republish: set[tuple[int, int, str]] = set()  # due again after a death
         self._unconfirmed: set[tuple[int, int, str]] = set()  # claims no node accepted yet
+        # records put and not re-stored since: when they were signed (see the module doc)
+        self._issued: dict[tuple[int, int, str], float] = {}
 
     def _own(self, rec: Record, due: float) -> None:
-        """Hold `rec` as ours, to refresh at `due`."""
+        """Hold `rec` as ours, to refresh at `due` (re-signed: only `put` schedules the
+        first re-store of a copy as signed)."""
         self._owned[rec.identity] = (rec, due)
+        self._issued.pop(rec.identity, None)
         heap = self._refresh_heap
         heapq.heappush(heap, (due, rec.identity))
         if len(heap) > 2 * len(self._owned) + 1024:  # stale entries: drop them
@@ -66,9 +72,9 @@ class OwnedRecords:
             # lifetime * refresh_fraction
             first = min(self._refresh_after(rec), self.config.first_refresh)
             self._own(rec, now + first)
+            self._issued[rec.identity] = now
         else:
-            self._owned.pop(rec.identity, None)
-            self._unconfirmed.discard(rec.identity)
+            self._forget_owned(rec.identity)
         self._place(rec, rid)
         return rid
 
@@ -174,9 +180,7 @@ class OwnedRecords:
         if owned is not None and owned[0].claim != rec.claim:
             return  # the answer to an ended claim: a newer one is under way
         self.stats["claims_lost"] += 1
-        self._owned.pop(rec.identity, None)
-        self._unconfirmed.discard(rec.identity)
-        self._republish.discard(rec.identity)
+        self._forget_owned(rec.identity)
         if rec.lifetime > 0:
             self._events.append(ClaimLost(rec.resource_id, rec.aor))
 
@@ -188,6 +192,12 @@ class OwnedRecords:
             # ours and still wanted: try again soon rather than at the next refresh
             self._own(owned[0], self._now + self._jit(2.0))
 
+    def _forget_owned(self, ident: tuple[int, int, str]) -> None:
+        self._owned.pop(ident, None)
+        self._unconfirmed.discard(ident)
+        self._republish.discard(ident)
+        self._issued.pop(ident, None)
+
     def _refresh_owned(self) -> None:
         now, heap, owned = self._now, self._refresh_heap, self._owned
         while heap and heap[0][0] <= now:
@@ -196,6 +206,13 @@ class OwnedRecords:
             if held is None or held[1] != due:
                 continue  # removed, or moved since
             rec = held[0]
+            issued = self._issued.get(ident)
+            if issued is not None and ident not in self._unconfirmed \
+                    and ident not in self._republish and now - issued < rec.lifetime:
+                # the first re-store: the same signed copy, placed again (module doc)
+                self._own(rec, issued + self._refresh_after(rec))
+                self._place(replace(rec, remaining=rec.lifetime - int(now - issued)), None)
+                continue
             seq = self.sequences.next(rec.sequence + 1)
             claim = seq if ident in self._unconfirmed else rec.claim
             new = sign_record(replace(rec, sequence=seq, claim=claim), self.id, self.signer)
@@ -204,7 +221,5 @@ class OwnedRecords:
                 self._republish.discard(ident)
                 self.stats["republished"] += 1
             self._place(new, None)
-        self._republish &= self._owned.keys()
-        self._unconfirmed &= self._owned.keys()
         if self._republish:  # marked after this round was set: do not wait a full second
             self._periodic_by("refresh", min(self._owned[i][1] for i in self._republish))

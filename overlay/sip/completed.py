@@ -43,11 +43,19 @@ class CompletedServers:
 
     def _keep_completed(self, tx: _ServerTx, data: bytes, now: float) -> None:
         """Keep an ended UDP non-INVITE server transaction's final response until Timer J."""
-        entry = (data, tx.source, now + 64 * self.t1, tx.key)  # Timer J
-        self._done[tx.key] = entry
+        self.keep_answer(tx.key, data, tx.source, now)
+
+    def keep_answer(self, key: ServerKey, data: bytes, source: Address, now: float) -> float:
+        """Keep the final response `data` to the UDP non-INVITE request of `key`, sent to
+        `source`, until Timer J: a transaction completed at once (also for a request that
+        was answered without one, appliance/refresh.py). Returns Timer J's deadline."""
+        deadline = now + 64 * self.t1
+        entry = (data, source, deadline, key)
+        self._done[key] = entry
         self._done_fifo.append(entry)
         if len(self._done) > self.max_completed:
             self._expire_completed_early()
+        return deadline
 
     def _completed_deadline(self) -> float | None:
         """The first Timer J deadline (dropping the FIFO's entries that already ended)."""

@@ -43,6 +43,13 @@ _SIMPLE_VIA = re.compile(
     r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
     r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?(?:;(.*))?\Z"
 )
+# The refresh lane's Via (appliance/refresh.py): UDP, a host name or IPv4, parameters in
+# their everyday form; parse_via accepts each text this matches with these values (a port
+# over 65535 and the rport rule aside: check them). Groups: sent-by, host, port, params.
+PLAIN_VIA = re.compile(
+    r"SIP/2\.0/UDP (([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?)"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^ \t\"<>,;]+)?)*)\Z"
+)
 MAX_CSEQ = 2**31 - 1
 MAX_DELTA = 2**32 - 1
 
@@ -78,7 +85,7 @@ def parse_via(text: str) -> Via:
         port = None if port_text is None else int(port_text)
         if port is None or port <= 65535:
             params = parse_params(param_text, "Via") if param_text is not None else {}
-            return Via(transport.upper(), host, port, _check_rport(params))
+            return Via(transport.upper(), host, port, check_rport(params))
     proto, _, rest = stripped.partition(" ")
     parts = [p.strip() for p in proto.split("/")]
     if len(parts) != 3 or parts[0].upper() != "SIP" or not all(is_token(p) for p in parts):
@@ -92,10 +99,10 @@ def parse_via(text: str) -> Via:
     sent_by, semi, param_text = rest.strip().partition(";")
     host, port = split_hostport(sent_by.strip(), "Via")
     params = parse_params(param_text, "Via") if semi else {}
-    return Via(parts[2].upper(), host, port, _check_rport(params))
+    return Via(parts[2].upper(), host, port, check_rport(params))
 
 
-def _check_rport(params: Params) -> Params:
+def check_rport(params: Params) -> Params:
     """RFC 3581: rport is empty (a request asking for it) or the port a response goes to."""
     rport = params.get("rport")
     if rport is not None:
@@ -172,8 +179,12 @@ def _check_date(value: str) -> None:
         raise SipParseError(f"bad Date {value.strip()!r}")
 
 
+def is_call_id(text: str) -> bool:
+    return _CALL_ID.match(text) is not None
+
+
 def _check_call_id(value: str) -> None:
-    if not _CALL_ID.match(value.strip()):
+    if not is_call_id(value.strip()):
         raise SipParseError(f"bad Call-ID {value.strip()!r}")
 
 

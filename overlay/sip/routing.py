@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .message import Request, Response, Via
 from .transaction import MAGIC_COOKIE, Address
@@ -20,11 +20,30 @@ DEFAULT_TLS_PORT = 5061
 
 
 def new_branch() -> str:
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + _random_hex(16)
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    """A To or From tag: 48 random bits (RFC 3261 19.3 asks for 32 at least)."""
+    return _random_hex(12)
+
+
+def _hex_blocks() -> Iterator[str]:
+    while True:  # one read of the system's CSPRNG serves a few hundred tags
+        yield secrets.token_hex(2048)
+
+
+_BLOCKS = _hex_blocks()
+_hex = next(_BLOCKS)
+_at = 0
+
+
+def _random_hex(n: int) -> str:
+    global _hex, _at
+    if _at + n > len(_hex):
+        _hex, _at = next(_BLOCKS), 0
+    _at += n
+    return _hex[_at - n : _at]
 
 
 def is_ip(host: str) -> bool:
@@ -42,17 +61,32 @@ def literal_address(host: str) -> str | None:
 
 def stamp_via(request: Request, source: Address) -> None:
     """Record where a request really came from in its top Via (RFC 3261 18.2.1, RFC 3581)."""
-    via = request._top_via_view()  # shared with the message: changed on a copy only
+    via = stamped_via(request._top_via_view(), source)
+    if via is not None:
+        request.headers[_first_index(request, "Via")] = ("Via", str(via))
+
+
+def stamped_via(via: Via, source: Address) -> Via | None:
+    """`via` (left unchanged) with what `stamp_via_params` adds, or None when it adds
+    nothing."""
+    params = dict(via.params)
+    if not stamp_via_params(params, via.host, source):
+        return None
+    return Via(via.transport, via.host, via.port, params)
+
+
+def stamp_via_params(params: dict[str, str | None], host: str, source: Address) -> bool:
+    """Add to the parameters of a top Via sent from `host` the received and rport of a
+    request that came from `source`; False when it needs neither."""
     _, ip, port = source
-    if via.host == ip and "rport" not in via.params:
-        return
-    via = request.top_via
-    if via.host != ip:
-        via.params["received"] = ip
-    if "rport" in via.params:
-        via.params["rport"] = str(port)
-        via.params.setdefault("received", ip)
-    request.headers[_first_index(request, "Via")] = ("Via", str(via))
+    if host == ip and "rport" not in params:
+        return False
+    if host != ip:
+        params["received"] = ip
+    if "rport" in params:
+        params["rport"] = str(port)
+        params.setdefault("received", ip)
+    return True
 
 
 def _first_index(message: Request | Response, name: str) -> int:

@@ -40,6 +40,21 @@ _SIMPLE_SIP_URI = re.compile(
     r"(sips?):(?:([^@:%?]+)@)?"
     r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?(?:;([^?@]*))?\Z"
 )
+# Narrower still, for the refresh lane (appliance/refresh.py), which answers without
+# parsing into objects: every text these match, parse_uri and parse_name_addr accept with
+# the groups' values (a port over 65535 aside: check it). User parts hold no escapes, so
+# the user group is the parsed user; a quoted display name holds no escapes or ';'.
+_PLAIN_URI = (
+    r"(sips?:(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?"
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?(?::([0-9]{1,5}))?"
+    rf"(?:;{_TOKEN_CLASS}+(?:=[^\x00-\x20\x7f\"<>,;?@]+)?)*)"
+)
+PLAIN_URI = re.compile(_PLAIN_URI + r"\Z")
+PLAIN_NAME_ADDR = re.compile(
+    rf"(?:\"([^\"\\\x00-\x1f\x7f;]*)\"[ \t]*|({_TOKEN_CLASS}+(?:[ \t]+{_TOKEN_CLASS}+)*)[ \t]*)?"
+    rf"<{_PLAIN_URI}>"
+    rf"((?:;{_TOKEN_CLASS}+(?:=(?:{_PLAIN_VALUE}+|\"[^\"\\\x00-\x1f\x7f;]*\"))?)*)\Z"
+)
 
 
 def is_token(text: str) -> bool:
