@@ -277,7 +277,7 @@ class Node:
             if source[0] == "UDP" and data.startswith(b"REGISTER "):
                 answer = self.refresh_lane.answer(data, source, now)
                 if answer is not None:
-                    self.transport.send(answer, source)
+                    self.transport.answer_datagram(answer, source)
                     return
         try:
             message = parse_message(data)

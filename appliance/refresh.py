@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from operator import methodcaller
-from typing import Any
 
 from overlay.sip.errors import SipParseError
 from overlay.sip.headers import PLAIN_VIA, check_rport, is_call_id, parse_delta
@@ -65,15 +64,16 @@ class RefreshLane:
     def answer(self, data: bytes, source: Address, now: float) -> bytes | None:
         """The 200 to a REGISTER datagram that is a plain refresh (the binding refreshed),
         or None: not one, nothing changed."""
-        fields = _read(data)
-        if fields is None:
+        read = _read(data)
+        if read is None:
             return None
         try:
-            return self._refresh(fields, source, now)
+            return self._refresh(*read, source, now)
         except (SipParseError, KeyError):
             return None  # a header missing or wrong: the full path says which
 
-    def _refresh(self, fields: dict[str, str], source: Address, now: float) -> bytes | None:
+    def _refresh(self, start: str, fields: dict[str, str], source: Address, now: float
+                 ) -> bytes | None:
         via_text, from_text, call_id, cseq_text = (
             fields["Via"], fields["From"], fields["Call-ID"], fields["CSeq"])
         via = PLAIN_VIA.match(via_text)
@@ -89,23 +89,18 @@ class RefreshLane:
             return None  # a retransmission, or the full path has it
         from_ = _name_addr(from_text)
         cseq = _CSEQ.match(cseq_text)
-        if from_ is None or cseq is None or not is_call_id(call_id) or not _checked(fields):
+        if from_ is None or cseq is None or not is_call_id(call_id):
             return None
         number = int(cseq.group(1))
         if number > MAX_CSEQ:
             return None
-        expires = self.location.default_expires
-        if "Expires" in fields:
-            expires = parse_delta(fields["Expires"], "Expires")
-        read = self._to_and_contact(fields["To"], fields["Contact"])
-        if read is None:
+        repeated = self._repeated(start, fields)
+        if repeated is None:
             return None
-        extension, contact, contact_expires, q, to_display, memo = read
-        if contact_expires is not None:
-            expires = contact_expires
+        extension, contact, expires, q, to_display = repeated[1]
         binding = self.location.refresh(
             extension, contact, source, call_id, number, expires, q,
-            printable_name(to_display or _display(from_) or ""), now, memo)
+            printable_name(to_display or _display(from_) or ""), now, repeated)
         if binding is None:
             return None
         if stamp_via_params(via_params, via.group(2), source):
@@ -124,36 +119,64 @@ class RefreshLane:
         self.answered += 1
         return out
 
-    def _to_and_contact(self, to_text: str, contact_text: str) -> _ToAndContact | None:
-        """The extension, the contact URI, its expires and q, To's display name and the
-        memo: from the binding's memo when these texts made it, else read now."""
+    def _repeated(self, start: str, fields: dict[str, str]) -> _Repeated | None:
+        """What a phone repeats in every refresh (all but Via, From, Call-ID and CSeq),
+        read: from the memo of the binding these texts made, else now."""
+        texts = (start, *map(fields.get, _REPEATED))
+        to_text = fields["To"]
         guess = to_text[to_text.find(":") + 1 : to_text.find("@")]  # only a key to look up
         held = self.location.bindings.get(guess)
         if held:
             memo = held[0].memo
-            if memo is not None and memo[0] == to_text and memo[1] == contact_text:
-                return memo[2]  # type: ignore[no-any-return]
-        if "," in contact_text:
-            return None  # several contacts
-        to, contact = _name_addr(to_text), _name_addr(contact_text)
-        if to is None or contact is None or not to.group(4) or "tag" in _params(to.group(6)):
+            if memo is not None and memo[0] == texts:
+                return memo  # type: ignore[no-any-return]
+        read = _read_repeated(start, fields, self.location.default_expires)
+        return None if read is None else (texts, read)
+
+
+# The headers a phone repeats unchanged in its refreshes, read once (RefreshLane._repeated).
+_REPEATED = ("To", "Contact", "Expires", "Max-Forwards", "Content-Length", "User-Agent",
+             "Supported", "Allow", "Allow-Events", "Accept")
+# Read from them: extension, contact URI, expires asked for, q, To's display name.
+_Reading = tuple[str, str, int, str | None, str | None]
+# Their texts (the request line, then _REPEATED's values or None) and the reading.
+_Repeated = tuple[tuple[str | None, ...], _Reading]
+
+
+def _read_repeated(start: str, fields: dict[str, str], default_expires: int
+                   ) -> _Reading | None:
+    """The reading of the repeated headers (see _Repeated), or None if they are not plain;
+    a delta value the parser refuses raises SipParseError."""
+    uri = _START.match(start)
+    contact_text = fields["Contact"]
+    if uri is None or not _port_ok(uri.group(3)) or "," in contact_text:
+        return None  # (a comma: several contacts)
+    if "Max-Forwards" in fields:
+        parse_delta(fields["Max-Forwards"], "Max-Forwards", 255)
+    if "Content-Length" in fields and parse_delta(fields["Content-Length"], "Content-Length"):
+        return None
+    for name in _LISTS.intersection(fields):
+        value = fields[name]
+        # message.parse_headers splits these on commas outside quotes and <>: none here,
+        # and no empty item.
+        if '"' in value or "<" in value or (value and not all(
+                item.strip(" \t") for item in value.split(","))):
             return None
-        params = _params(contact.group(6))
-        expires = params.get("expires", "")
-        read: _ToAndContact = (
-            to.group(4), contact.group(3),
-            None if expires == "" else parse_delta(expires or "", "Contact expires"),
-            params.get("q"), _display(to), None)
-        return read[:5] + ((to_text, contact_text, read),)
+    to, contact = _name_addr(fields["To"]), _name_addr(contact_text)
+    if to is None or contact is None or not to.group(4) or "tag" in _params(to.group(6)):
+        return None
+    params = _params(contact.group(6))
+    expires = default_expires
+    if "Expires" in fields:
+        expires = parse_delta(fields["Expires"], "Expires")
+    if "expires" in params:
+        expires = parse_delta(params["expires"] or "", "Contact expires")
+    return to.group(4), contact.group(3), expires, params.get("q"), _display(to)
 
 
-# extension, contact URI, its expires (None: none given), q, To's display name, memo
-_ToAndContact = tuple[str, str, int | None, str | None, str | None, Any]
-
-
-def _read(data: bytes) -> dict[str, str] | None:
-    """The header fields of a REGISTER with no body by canonical name; None if it is not a
-    plain one (see the module doc)."""
+def _read(data: bytes) -> tuple[str, dict[str, str]] | None:
+    """The request line and the header fields of a REGISTER with no body, by canonical
+    name; None if it is not a plain one (see the module doc)."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if body or not sep:
         return None
@@ -165,35 +188,13 @@ def _read(data: bytes) -> dict[str, str] | None:
     ends = len(lines) - 1
     if text.count("\n") != ends or text.count("\r") != ends:
         return None  # a bare CR or LF (a folded line, smuggling): the parser's business
-    start = _START.match(lines[0])
-    if start is None or not _port_ok(start.group(3)):
-        return None
     try:
         fields = dict(map(_NAME_AND_VALUE, lines[1:]))  # no Python code a line: it adds up
     except ValueError:
         return None  # a line with no ": "
     if len(fields) != ends or not _HEADERS.issuperset(fields):
         return None  # a header twice, or one the lane does not know
-    return fields
-
-
-def _checked(fields: dict[str, str]) -> bool:
-    """The headers the lane passes over hold what the parser would accept (the delta
-    values raise SipParseError as the parser would)."""
-    if "Max-Forwards" in fields:
-        parse_delta(fields["Max-Forwards"], "Max-Forwards", 255)
-    if "Content-Length" in fields and parse_delta(fields["Content-Length"], "Content-Length"):
-        return False
-    if _LISTS.isdisjoint(fields):
-        return True
-    for name in _LISTS.intersection(fields):
-        value = fields[name]
-        # message.parse_headers splits these on commas outside quotes and <>: none here,
-        # and no empty item.
-        if '"' in value or "<" in value or (value and not all(
-                item.strip(" \t") for item in value.split(","))):
-            return False
-    return True
+    return lines[0], fields
 
 
 def _name_addr(text: str) -> re.Match[str] | None:

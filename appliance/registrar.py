@@ -284,10 +284,11 @@ class Location:
             return None
         # changed in place: a new object a refresh would be one more for the garbage
         # collector to go through, thousands a second
+        before = old.expires_at
         old.expires_at = now + min(expires, self.max_expires)
         old.call_id, old.cseq, old.source, old.q, old.name, old.memo = (
             call_id, cseq, source, q, name, memo)
-        self._refreshed(extension, old)
+        self._refreshed(extension, old, before)
         return old
 
     def _too_brief(self, expires: int) -> bool:
@@ -381,7 +382,7 @@ class Location:
         held = self.bindings.get(extension)
         if held and _same_sources(held, bindings):
             self.bindings[extension] = bindings
-            self._refreshed(extension, bindings[0])
+            self._refreshed(extension, bindings[0], held[0].expires_at)
             return
         if held:
             self._count(held, -1)
@@ -395,12 +396,15 @@ class Location:
         if bool(held) != bool(bindings):
             self._notify(extension, bool(bindings))
 
-    def _refreshed(self, extension: str, binding: Binding) -> None:
+    def _refreshed(self, extension: str, binding: Binding, before: float) -> None:
         """`binding` is now the extension's only one, of the same contact from the same
-        address as before: the counts stay, and it moves to the end of its source's
-        bindings (the most recently registered: the last to go). It expires later than
-        the one before, so its entry in _expiry comes up early enough."""
+        address as the one that was to expire at `before`: the counts stay, and it moves
+        to the end of its source's bindings (the most recently registered: the last to
+        go). The extension's entry in _expiry still comes up in time unless it now
+        expires sooner."""
         self.changed = True
+        if binding.expires_at < before:
+            self._expiring(extension, [binding])
         mine = self._by_source[binding.source[1]]
         key = (extension, binding.contact)
         del mine[key]

@@ -187,3 +187,57 @@ def test_a_claim_bound_while_alone_is_lost_when_the_ring_heals_and_refuses_it() 
     x._stored_at(rec, None, [ref(1)], Stored(src=ref(1), txn=1, rejected=1, in_use=1))
     assert x.next_event() == ClaimLost(rec.resource_id, AOR) and x.next_event() is None
     assert x._owned == {}
+
+
+def test_the_first_re_store_places_the_same_signed_copy_unless_the_claim_is_unanswered(
+) -> None:
+    """owned.py: a put is placed again first_refresh (20 s) later as signed, with the life
+    it has left; every later refresh, and a first one whose claim no node accepted yet,
+    signs a new version."""
+    x = node(3)  # a ring of one: it stores its own records and accepts its claims
+    x.put(Record(resource_key(AOR), AOR, 0, "sip:10.0.0.3:5060", 0, 300), 0.0)
+    [(first, _)] = x._owned.values()
+    x.messages_to_send()
+    run_timer(x, 21.0)
+    [(again, _)] = x._owned.values()
+    assert again == first  # the same version and signature: nothing signed again
+    [stored] = x.store.all()
+    assert stored.record.sequence == first.sequence and stored.expires == 300.0  # not extended
+    run_timer(x, 151.0)  # lifetime * refresh_fraction after the put
+    [(later, _)] = x._owned.values()
+    assert later.sequence > first.sequence and later.claim == first.claim
+
+    y = node(4)
+    y.put(Record(resource_key(AOR), AOR, 0, "sip:10.0.0.4:5060", 0, 300), 0.0)
+    [(unanswered, _)] = y._owned.values()
+    y._unconfirmed.add(unanswered.identity)  # as if no storing node had answered
+    run_timer(y, 21.0)
+    [(retried, _)] = y._owned.values()
+    assert retried.claim == retried.sequence > unanswered.sequence
+
+
+def test_a_record_due_again_for_another_reason_is_signed_again() -> None:
+    x = node(3)
+    x.put(Record(resource_key(AOR), AOR, 0, "sip:10.0.0.3:5060", 0, 300), 0.0)
+    [(first, _)] = x._owned.values()
+    x._own(first, 1.0)  # what a re-check of its claim or a sighting of a newer copy does
+    run_timer(x, 2.0)
+    [(again, _)] = x._owned.values()
+    assert again.sequence > first.sequence
+
+
+def test_own_records_are_held_to_the_store_total_only() -> None:
+    """The per-owner cap keeps other boxes from filling our store; our own records are
+    bounded by our registrar (a box with many phones publishes them all)."""
+    s = node(1, max_records_per_owner=2, max_records=4)
+    for i in range(3):
+        s.put(Record(resource_key(f"80{i}"), f"80{i}", 0, "sip:10.0.0.1:5060", 0, 300), 0.0)
+    assert len(s.store) == 3 and s.stats["records_over_cap"] == 0
+    answer = store(s, 2, *[record(2, 1, aor=f"90{i}") for i in range(2)])
+    assert (answer.accepted, answer.rejected) == (1, 1)  # four in all
+    assert s.stats["records_over_cap"] == 1
+
+
+def run_timer(n: ChordNode, until: float) -> None:
+    while (t := n.get_timer()) is not None and t <= until:
+        n.handle_timer(t)

@@ -112,3 +112,25 @@ def test_a_peer_that_lost_our_certificate_is_sent_the_request_again() -> None:
             await s.stop()
 
     asyncio.run(asyncio.wait_for(main(), 40))
+
+
+def test_record_rejections_are_all_counted_but_said_at_most_every_ten_seconds(
+        caplog) -> None:  # noqa: ANN001
+    """A forging or flooding box must not fill the log: one line per window, saying how
+    many went unsaid."""
+    from overlay.chord.events import RecordRejected
+    from overlay.chord.messages import NodeRef, Record
+
+    async def main() -> None:
+        service = Wire().add("10.0.0.1", 5060)
+        rec = Record(1, "5001", 2, "sip:10.0.0.9:5060", 1, 300)
+        event = RecordRejected(rec, NodeRef(2, "10.0.0.9", 5060), "bad signature")
+        with caplog.at_level("WARNING", logger="meshsip.overlay"):
+            for _ in range(500):
+                service._on_event(event)
+            service._rejections_quiet_until = 0.0  # the window is over
+            service._on_event(event)
+        lines = [r.getMessage() for r in caplog.records if "rejected a record" in r.message]
+        assert len(lines) == 2 and "(499 more since the last one said)" in lines[1]
+
+    asyncio.run(main())

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from phones.node import NodeProcess
 from phones.ports import free_port
@@ -49,6 +54,30 @@ def test_call_invite_ringing_ok_ack_bye(start_node, tmp_path):
         ok(run_sipp("uac_call", node.target, service="2002", keys={"caller": "2001"},
                     workdir=tmp_path), node, "call 2001 -> 2002 (caller side)")
         finish(uas, node, "call 2001 -> 2002 (callee side)")
+
+
+def test_a_refreshing_phone_is_answered_by_the_refresh_lane_and_still_called(
+        start_node, tmp_path):
+    """The second REGISTER of the same Contact is a plain refresh: the lane answers it
+    (appliance/refresh.py), sipp checks the 200's Contact and expires, and calls reach
+    the phone as before."""
+    node = start_node(tmp_path)
+    with SippUas("uas_answer", service="2003", keys={"proxy": node.target},
+                 workdir=tmp_path) as uas:
+        register(node, "2003", uas.port, tmp_path)
+        register(node, "2003", uas.port, tmp_path)
+        assert counters(node)["refreshes_in_lane"] == 1
+        ok(run_sipp("uac_call", node.target, service="2003", keys={"caller": "2001"},
+                    workdir=tmp_path), node, "call 2001 -> 2003 (caller side)")
+        finish(uas, node, "call 2001 -> 2003 (callee side)")
+
+
+def counters(node: NodeProcess) -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "status", "--json",
+                          "--data-dir", str(node.data_dir)], capture_output=True, text=True,
+                         timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["counters"]
 
 
 def test_cancel_before_answer(start_node, tmp_path):

@@ -279,6 +279,16 @@ class SipTransport:
         else:
             self._send_failed(dest, data, ValueError(f"unsupported transport {dest[0]!r}"))
 
+    def answer_datagram(self, data: bytes, source: Address) -> None:
+        """Send `data` back to `source`, the sender of the UDP datagram on_message is
+        being given now, at the socket address it came from (not worked out again)."""
+        assert self._udp is not None
+        error = self._udp.sendto(data, self._udp.delivering, source)
+        if error is not None:
+            self._send_failed(source, data, error)
+        else:
+            self.counters["sent"] += 1
+
     def _send_udp(self, data: bytes, host: str, port: int, dest: Address) -> None:
         version = _ip_version(host)
         if version is None:
@@ -408,6 +418,7 @@ class _UdpEndpoint:
         self.closed = False
         # Source addresses by socket address: one shared tuple per peer, not one per datagram.
         self.sources: dict[Any, Address] = {}
+        self.delivering: Any = None  # the socket address of the datagram being delivered
         loop.add_reader(self.fd, self._readable)
 
     def _readable(self) -> None:
@@ -435,6 +446,7 @@ class _UdpEndpoint:
                 if len(sources) >= 4096:
                     sources.clear()
                 source = sources[addr] = ("UDP", _normal_host(str(addr[0])), int(addr[1]))
+            self.delivering = addr
             owner._deliver(data, source)
 
     def sendto(self, data: bytes, addr: Any, dest: Address) -> Exception | None:
