@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import test_mesh_calls
+from marks import BED
 from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
@@ -35,7 +35,7 @@ from test_mesh_calls import (
 from appliance.control import query
 from appliance.pki import main as ca_main
 
-pytestmark = test_mesh_calls.pytestmark  # namespaces and sipp, as the other bed tests
+pytestmark = BED
 DEPLOYMENT = (0, 1, 2)
 NO_CERT, OTHER_CA, REVOKED = 3, 4, 5
 PATIENCE = 60.0  # seconds: a deadline for outcomes, not a figure

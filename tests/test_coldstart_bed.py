@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import test_mesh_calls
+from marks import BED
 from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
@@ -23,7 +23,7 @@ from test_mesh_calls import call_until_ok, callee, logs, one_ring
 
 from appliance.control import query
 
-pytestmark = test_mesh_calls.pytestmark  # namespaces and sipp, as the other bed tests
+pytestmark = BED
 BOXES = 5
 ROUNDS = 20
 PATIENCE = 60.0  # seconds: far beyond what a cold start takes; a hang fails, not a slow one

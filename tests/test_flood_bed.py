@@ -16,18 +16,10 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from meshbed import netns_available
+from marks import BED
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
-from phones.sipp import sipp_binary
 
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+pytestmark = BED
 FLOOD = Path(__file__).resolve().parent / "phones" / "flood.py"
 FLOOD_RATE = 10_000  # REGISTERs a second: about 10x what one box handles from all sources
 FLOOD_COUNT, FLOOD_SECONDS = 400_000, 40.0  # bounds; stopped once the phones are done

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 import test_mesh_calls
+from marks import BED
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.linphone import Linphone, linphonec_binary
 
 pytestmark = [
-    *test_mesh_calls.pytestmark,
+    *BED,
     pytest.mark.skipif(linphonec_binary() is None, reason="linphonec not installed (linphone-cli)"),
 ]
 

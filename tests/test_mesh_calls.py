@@ -18,25 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshbed import MeshBed, netns_available, nft_available
+from marks import BED, NEEDS_BARESIP
+from meshbed import MeshBed, nft_available
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
-from phones.baresip import baresip_binary
 from phones.node import NodeProcess
-from phones.sipp import SippResult, SippUas, sipp_binary
+from phones.sipp import SippResult, SippUas
 
 from overlay.chord.node import ChordConfig
 from overlay.chord.records import resource_key
 
 REPO = Path(__file__).resolve().parent.parent
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
-needs_baresip = pytest.mark.skipif(baresip_binary() is None,
-                                   reason="baresip not installed (baresip-core)")
+pytestmark = BED
+needs_baresip = NEEDS_BARESIP
 needs_nft = pytest.mark.skipif(nft_available() is not None, reason=f"{nft_available()}")
 
 # Short SIP timers: the bed's links are fast (except where a test adds delay).

@@ -10,17 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+from marks import NEEDS_SIPP
 from phones.node import NodeFactory, NodeProcess
 from phones.ports import free_port
-from phones.sipp import SippUas, run_sipp, sipp_binary
+from phones.sipp import SippUas, run_sipp
 
 from overlay.discovery import CACHE_FILE
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed"),
-]
+pytestmark = [pytest.mark.phones, NEEDS_SIPP]
 
 
 def status(node: NodeProcess) -> dict:

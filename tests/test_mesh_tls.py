@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from marks import NEEDS_SIPP
 from phones.node import NodeFactory, NodeProcess
 from phones.ports import free_port
-from phones.sipp import run_sipp, sipp_binary
+from phones.sipp import run_sipp
 from test_mesh_loopback import one_ring, status, wait_for
 
 from overlay.identity import (
@@ -24,10 +25,7 @@ from overlay.identity import (
     load_or_create_key,
 )
 
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed"),
-]
+pytestmark = [pytest.mark.phones, NEEDS_SIPP]
 
 
 def certified(start_node: NodeFactory, tmp_path: Path, ca: CertificateAuthority, name: str,

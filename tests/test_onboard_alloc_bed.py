@@ -17,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshbed import MeshBed, netns_available
+from marks import NEEDS_NETNS
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from test_mesh_calls import FAST, needs_nft, one_ring, wait_for
 
 from appliance.onboard.alloc import candidates
 
 REPO = Path(__file__).resolve().parent.parent
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-]
+pytestmark = [pytest.mark.netns, NEEDS_NETNS]
 BOXES, PER_BOX = 5, 10
 CONFIG = FAST + '[enroll]\nsecret = "one deployment"\n'
 FIRST, LAST = 2000, 2999  # the default [enroll] range

@@ -16,21 +16,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from meshbed import MeshBed, netns_available
+from marks import BED
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.linphone import Linphone, linphonec_binary
 from phones.nsexec import in_netns
-from phones.sipp import sipp_binary
 from test_mesh_calls import FAST, assert_call, call, logs, one_ring, overlays, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+pytestmark = BED
 PHONES = {  # vendor: (MAC as its PnP SUBSCRIBE spells it, HTTP User-Agent, SIP port)
     "yealink": ("0015657322ff", "Yealink SIP-T46S 66.86.0.15 00:15:65:73:22:ff", 5060),
     "snom": ("000413AABBCC", "Mozilla/4.0 (compatible; snomD785-SIP 10.1.54.13 "

@@ -13,21 +13,16 @@ import socket
 import subprocess
 
 import pytest
-from meshbed import MeshBed, netns_available
+from marks import NEEDS_BARESIP, NEEDS_NETNS, NEEDS_SIPP
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
-from phones.baresip import Baresip, baresip_binary
+from phones.baresip import Baresip
 from phones.node import NodeProcess
-from phones.sipp import SippResult, SippUas, run_sipp, sipp_binary
+from phones.sipp import SippResult, SippUas, run_sipp
 from test_mesh_calls import logs, start_nodes, wait_ring
 
-needs_baresip = pytest.mark.skipif(baresip_binary() is None,
-                                   reason="baresip not installed (baresip-core)")
-needs_netns = pytest.mark.skipif(netns_available() is not None,
-                                 reason=f"meshbed: {netns_available()}")
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+needs_baresip, needs_netns = NEEDS_BARESIP, NEEDS_NETNS
+pytestmark = [pytest.mark.phones, NEEDS_SIPP]
 FAST = "[sip]\nt1_ms = 200\n"
 
 

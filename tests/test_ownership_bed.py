@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from meshbed import MeshBed, netns_available
+from marks import BED
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.node import NodeProcess
-from phones.sipp import SippUas, sipp_binary
+from phones.sipp import SippUas
 from test_mesh_calls import (
     FAST,
     assert_call,
@@ -28,13 +28,7 @@ from test_mesh_calls import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-NETNS_REASON = netns_available()
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+pytestmark = BED
 EXT = "5001"
 FIND_CACHE = 5.5  # a box remembers where an extension is for 5 s (appliance/mesh.py)
 

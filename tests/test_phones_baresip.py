@@ -5,16 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from phones.baresip import Baresip, baresip_binary
+from marks import NEEDS_BARESIP
+from phones.baresip import Baresip
 from phones.node import NodeProcess
 from phones.sipp import run_sipp, sipp_binary
 
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(baresip_binary() is None,
-                       reason="baresip not installed (apt-get install baresip-core; "
-                              "`make test` does)"),
-]
+pytestmark = [pytest.mark.phones, NEEDS_BARESIP]
 
 TALK_SECONDS = 2.0
 MIN_PACKETS = 50  # 20 ms packets: ~100 in 2 s each way

@@ -8,22 +8,17 @@ so sipp is not used here."""
 from __future__ import annotations
 
 import pytest
-from meshbed import MeshBed, netns_available
+from marks import NEEDS_BARESIP, NEEDS_NETNS
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
-from phones.baresip import Baresip, baresip_binary
+from phones.baresip import Baresip
 from phones.node import NodeProcess
 from phones.ports import free_port
 from test_mesh_calls import start_nodes, wait_ring
 from test_mesh_loopback import status
 
-needs_netns = pytest.mark.skipif(netns_available() is not None,
-                                 reason=f"meshbed: {netns_available()}")
-
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(baresip_binary() is None,
-                       reason="baresip not installed (apt-get install baresip-core)"),
-]
+needs_netns = NEEDS_NETNS
+pytestmark = [pytest.mark.phones, NEEDS_BARESIP]
 
 
 def call(caller: Baresip, callee: Baresip, uri: str, node: NodeProcess,

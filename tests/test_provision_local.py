@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_mesh_calls
+from marks import BED
 from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from provkit import ansible
@@ -29,7 +29,7 @@ IN_BOX = Path(ansible.__file__).with_name("in_box.sh")
 BOX = 2  # the host the playbook provisions; 0 and 1 are boxes certified beforehand
 PATIENCE = 60.0  # seconds: a deadline for outcomes, not a figure
 pytestmark = [
-    *test_mesh_calls.pytestmark,
+    *BED,
     pytest.mark.provision,  # about 3 minutes (mostly the playbook): make test-provision
     pytest.mark.skipif(ansible.ansible_missing() is not None,
                        reason=str(ansible.ansible_missing())),

@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from appliance.registrar import Location
 from appliance.refresh import RefreshLane
+from appliance.registrar import Location
 from overlay.sip.errors import SipParseError
 from overlay.sip.message import Request, Response, parse_message
 from overlay.sip.routing import stamp_via

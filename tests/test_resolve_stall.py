@@ -15,19 +15,13 @@ import socket
 import subprocess
 import threading
 
-import pytest
-from meshbed import MeshBed, netns_available
+from marks import BED
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.nsexec import in_netns
-from phones.sipp import sipp_binary
 from test_mesh_calls import assert_call, callee, logs
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(netns_available() is not None, reason=f"meshbed: {netns_available()}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
-]
+pytestmark = BED
 DEAD_DNS = "10.99.0.250"  # inside the bed's subnet; nothing answers there
 FLOOD_MAX = 300  # INVITEs at most (one each 0.1 s: bounded in count and time)
 

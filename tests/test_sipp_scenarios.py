@@ -8,15 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from marks import NEEDS_SIPP
 from phones.node import NodeProcess
 from phones.ports import free_port
-from phones.sipp import SippResult, SippUas, run_sipp, sipp_binary
+from phones.sipp import SippResult, SippUas, run_sipp
 
-pytestmark = [
-    pytest.mark.phones,
-    pytest.mark.skipif(sipp_binary() is None,
-                       reason="sipp not installed (apt-get install sip-tester; `make test` does)"),
-]
+pytestmark = [pytest.mark.phones, NEEDS_SIPP]
 
 
 def ok(result: SippResult, node: NodeProcess, what: str) -> None:

@@ -24,19 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshbed import MeshBed, netns_available
+from marks import BED
+from meshbed import MeshBed
 from meshbed.fixtures import make_bed_fixture  # noqa: F401  (fixture make_bed)
 from phones.chromium import chromium_binary, page_dom
 from phones.nsexec import in_netns
-from phones.sipp import sipp_binary
 
-NETNS_REASON = netns_available()
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.phones,
-    pytest.mark.skipif(NETNS_REASON is not None, reason=f"meshbed: {NETNS_REASON}"),
-    pytest.mark.skipif(sipp_binary() is None, reason="sipp not installed (sip-tester)"),
+    *BED,
     pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="faketime not installed"),
     pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (apt-get install "
                                                 "chromium; `make test` does)"),
