@@ -15,7 +15,6 @@ phones get (many desk phones have no TLS 1.3); links between boxes are TLS 1.3 o
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from overlay.identity import NodeIdentity
+from overlay.identity import NodeIdentity, write_new_file
 from overlay.link_tls import link_contexts, peer_checker
 from overlay.sip.tls import TlsSettings
 
@@ -58,18 +57,6 @@ def _self_signed(key: ec.EllipticCurvePrivateKey, node_id_hex: str) -> x509.Cert
     )
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def phone_certificate(data_dir: Path, node_id_hex: str) -> tuple[Path, Path]:
     """(certificate, key) files of the TLS port, made on first start."""
     key_path, cert_path = data_dir / KEY_FILE, data_dir / CERT_FILE
@@ -80,11 +67,11 @@ def phone_certificate(data_dir: Path, node_id_hex: str) -> tuple[Path, Path]:
     if not key_path.exists():
         key = ec.generate_private_key(ec.SECP256R1())
         try:
-            _write(key_path, key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()), 0o600)
-            _write(cert_path, _self_signed(key, node_id_hex).public_bytes(
-                serialization.Encoding.PEM), 0o644)
+            if write_new_file(key_path, key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption()), 0o600):  # else another start made both
+                write_new_file(cert_path, _self_signed(key, node_id_hex).public_bytes(
+                    serialization.Encoding.PEM), 0o644)
         except OSError as exc:
             raise PhoneTlsError(f"cannot write {key_path}: {exc.strerror or exc}") from None
     return cert_path, key_path

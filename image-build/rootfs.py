@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from pathlib import Path
 
+from aptsources import debian_mirrors
 from steps import StepFailed, sh
 
 SUITE = "bookworm"
@@ -52,24 +52,10 @@ DPKG_OPTS = ["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=
 
 def mirrors() -> list[str]:
     """`deb URI SUITE COMPONENTS` for this machine's Debian bookworm apt sources."""
-    lines: list[str] = []
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for stanza in path.read_text().split("\n\n"):
-            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, re.MULTILINE))
-            if "deb" in fields.get("Types", "").split():
-                lines += [f"deb {uri} {suite} {COMPONENTS}"
-                          for uri in fields.get("URIs", "").split()
-                          for suite in fields.get("Suites", "").split()
-                          if suite.startswith(SUITE)]
-    one_line = Path("/etc/apt/sources.list")
-    if one_line.exists():
-        for line in one_line.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == "deb" and parts[2].startswith(SUITE):
-                lines.append(f"{' '.join(parts[:3])} {COMPONENTS}")
+    lines = debian_mirrors(SUITE, COMPONENTS)
     if not lines:
         raise StepFailed(f"no Debian {SUITE} source configured for apt on this machine")
-    return sorted(set(lines))
+    return lines
 
 
 def cache_dir() -> Path:

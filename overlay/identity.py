@@ -289,8 +289,8 @@ class CertificateAuthority:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_new(directory / CA_KEY_FILE, key_pem, 0o600)
-        _write_new(directory / CA_CERT_FILE,
+        write_new_file(directory / CA_KEY_FILE, key_pem, 0o600)
+        write_new_file(directory / CA_CERT_FILE,
                    self.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
     @classmethod
@@ -403,8 +403,9 @@ def _load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
     return key
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Write `data` to a new file atomically; False if `path` already exists."""
+def write_new_file(path: Path, data: bytes, mode: int) -> bool:
+    """Write `data` to a new file atomically, with `mode` whatever the umask; False if
+    `path` already exists (it is never replaced)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -452,7 +453,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        if _write_new(path, pem, 0o600):
+        if write_new_file(path, pem, 0o600):
             return key
         # Another process made one first: use that.
     key = _load_private_key(path, "node key")

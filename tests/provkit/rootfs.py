@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "image-build"))
+from aptsources import debian_mirrors  # noqa: E402  (image-build is not a package)
 
 SUITE = "bookworm"
 # minbase plus python3: Ansible's one requirement on a host (every Debian 12 install has it)
 INCLUDE = ["python3"]
-SOURCES = Path("/etc/apt/sources.list.d")
 
 
 def cache_dir() -> Path:
@@ -22,26 +24,12 @@ def cache_dir() -> Path:
 
 
 def mirror_lines() -> list[str]:
-    """`deb URI SUITE COMPONENTS` for this machine's Debian bookworm sources (deb822 files in
-    /etc/apt/sources.list.d and one-line /etc/apt/sources.list), main component only."""
-    lines: list[str] = []
-    for path in sorted(SOURCES.glob("*.sources")):
-        for stanza in path.read_text().split("\n\n"):
-            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, re.MULTILINE))
-            if "deb" not in fields.get("Types", "").split():
-                continue
-            for uri in fields.get("URIs", "").split():
-                lines += [f"deb {uri} {suite} main" for suite in fields.get("Suites", "").split()
-                          if suite.startswith(SUITE)]
-    one_line = Path("/etc/apt/sources.list")
-    if one_line.exists():
-        for line in one_line.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == "deb" and parts[2].startswith(SUITE):
-                lines.append(" ".join(parts[:3]) + " main")
+    """`deb URI SUITE main` for this machine's Debian bookworm sources (image-build's
+    reading of them)."""
+    lines = debian_mirrors(SUITE, "main")
     if not lines:
         raise RuntimeError(f"no Debian {SUITE} source configured for apt on this machine")
-    return sorted(set(lines))
+    return lines
 
 
 def tarball() -> Path:
