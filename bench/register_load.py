@@ -112,7 +112,7 @@ def flood(args: argparse.Namespace, work: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict[str, str]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--count", type=int, default=20_000, help="REGISTERs per measured run")
+    p.add_argument("--count", type=int, default=60_000, help="REGISTERs per measured run")
     p.add_argument("--sizes", default="1000,10000,40000")
     p.add_argument("--settle", type=float, default=25.0, help="seconds after a restore")
     p.add_argument("--timeout", type=float, default=30.0)
