@@ -12,11 +12,17 @@ any other exception) for a finding. What must hold:
   response goes) do not raise on a parsed message, and a fresh transaction layer takes
   it without raising;
 - `StreamFramer` fed the bytes whole or in small pieces frames the same messages (or
-  fails with `SipParseError` in both cases), with no byte lost or made up.
+  fails with `SipParseError` in both cases), with no byte lost or made up;
+- a REGISTER offered to the refresh lane (appliance/refresh.py), on a box where 1001 is
+  bound and on one where the lane already read its refresh, is answered as the full path
+  answers it, or declined with nothing changed (refresh_oracle.py).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
+from appliance.registrar import Location
 from overlay.sip.errors import SipParseError
 from overlay.sip.framing import StreamFramer
 from overlay.sip.message import Message, Request, Response, parse_message
@@ -24,12 +30,26 @@ from overlay.sip.routing import stamp_via, via_address
 from overlay.sip.transaction import TransactionLayer
 from overlay.sip.uri import parse_name_addr
 
+from . import refresh_oracle
+
 SOURCE = ("UDP", "127.0.0.2", 5062)
 
 
 def one_input(data: bytes) -> None:
     check_message(data)
     check_framing(data)
+    if data.startswith(b"REGISTER "):
+        check_refresh_lane(data)
+
+
+@cache
+def lane_states() -> tuple[Location, Location]:
+    return refresh_oracle.bound(), refresh_oracle.read_once()
+
+
+def check_refresh_lane(data: bytes) -> None:
+    for state in lane_states():
+        refresh_oracle.compare(state, data, refresh_oracle.PHONE, 10.0)
 
 
 def normalised(message: Message) -> Request | Response:
