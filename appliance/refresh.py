@@ -148,9 +148,8 @@ def _read_repeated(start: str, fields: dict[str, str], default_expires: int
     """The reading of the repeated headers (see _Repeated), or None if they are not plain;
     a delta value the parser refuses raises SipParseError."""
     uri = _START.match(start)
-    contact_text = fields["Contact"]
-    if uri is None or not _port_ok(uri.group(3)) or "," in contact_text:
-        return None  # (a comma: several contacts)
+    if uri is None or not _port_ok(uri.group(3)):
+        return None
     if "Max-Forwards" in fields:
         parse_delta(fields["Max-Forwards"], "Max-Forwards", 255)
     if "Content-Length" in fields and parse_delta(fields["Content-Length"], "Content-Length"):
@@ -162,7 +161,9 @@ def _read_repeated(start: str, fields: dict[str, str], default_expires: int
         if '"' in value or "<" in value or (value and not all(
                 item.strip(" \t") for item in value.split(","))):
             return None
-    to, contact = _name_addr(fields["To"]), _name_addr(contact_text)
+    # one Contact: PLAIN_NAME_ADDR takes no comma outside quotes and <>, where the parser
+    # splits a list header
+    to, contact = _name_addr(fields["To"]), _name_addr(fields["Contact"])
     if to is None or contact is None or not to.group(4) or "tag" in _params(to.group(6)):
         return None
     params = _params(contact.group(6))

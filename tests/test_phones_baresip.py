@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from marks import NEEDS_BARESIP
@@ -116,3 +120,27 @@ def test_a_caller_hanging_up_at_once_stops_a_baresip_callee_ringing(start_node, 
         bob.wait_event("CALL_INCOMING", timeout=10)
         closed = bob.wait_event("CALL_CLOSED", timeout=10)
         assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events()), closed
+
+
+def test_a_baresip_refresh_is_answered_by_the_refresh_lane(start_node, phones, tmp_path):
+    """baresip re-registers as a stock phone does (same Call-ID, CSeq + 1, its own
+    headers); the box answers that refresh from the refresh lane (appliance/refresh.py)
+    and the phone stays registered."""
+    node = start_node(tmp_path)
+    with with_node_log(node):
+        phone = phones("1201", node, regint=60)  # the box's shortest: refreshed within it
+        phone.wait_registered(timeout=10)
+        deadline = time.monotonic() + 90  # a deadline for the outcome, not a figure
+        while (status := node_status(node))["counters"]["refreshes_in_lane"] < 1:
+            assert time.monotonic() < deadline, f"no refresh in the lane: {status['counters']}"
+            time.sleep(1)
+        assert [r["extension"] for r in status["registrations"]] == ["1201"]
+        phone.wait_registered(timeout=10)
+
+
+def node_status(node: NodeProcess) -> dict:
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "status", "--json",
+                          "--data-dir", str(node.data_dir)], capture_output=True, text=True,
+                         timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -127,4 +127,9 @@ VARIANTS = [
     register(cseq=7, branch="z9hG4bKv7", Expires=None),
     register(cseq=7, branch="z9hG4bKv7", Contact="<sip:1001@10.99.0.11:5062;transport=udp>"
                                                  ";q=0.5;expires=120"),
+    register(cseq=7, branch="z9hG4bKv7",  # linphone's, with a comma in a quoted value
+             Contact='<sip:1001@10.99.0.11:5062;transport=udp>;+sip.instance='
+                     '"<urn:uuid:0b1e6a2c-1a0e-4a3e-9b55-1f0e2a7d9c11>";+org.linphone.specs='
+                     '"groupchat/1.1,lime";expires=600', Supported="replaces, outbound, gruu",
+             Accept="application/sdp, text/plain, application/vnd.gsma.rcs-ft-http+xml"),
 ]
