@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from test_chord_rules import run_timer
+
 from overlay.chord.events import ClaimLost, PutDone, PutFailed
 from overlay.chord.messages import ID_SPACE, NodeRef, Record, Store, Stored, Transfer
 from overlay.chord.node import ChordConfig, ChordNode
@@ -237,7 +239,3 @@ def test_own_records_are_held_to_the_store_total_only() -> None:
     assert (answer.accepted, answer.rejected) == (1, 1)  # four in all
     assert s.stats["records_over_cap"] == 1
 
-
-def run_timer(n: ChordNode, until: float) -> None:
-    while (t := n.get_timer()) is not None and t <= until:
-        n.handle_timer(t)

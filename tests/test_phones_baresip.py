@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from marks import NEEDS_BARESIP
 from phones.baresip import Baresip
 from phones.node import NodeProcess
 from phones.sipp import run_sipp, sipp_binary
+from test_mesh_loopback import status
 
 pytestmark = [pytest.mark.phones, NEEDS_BARESIP]
 
@@ -131,16 +128,8 @@ def test_a_baresip_refresh_is_answered_by_the_refresh_lane(start_node, phones, t
         phone = phones("1201", node, regint=60)  # the box's shortest: refreshed within it
         phone.wait_registered(timeout=10)
         deadline = time.monotonic() + 90  # a deadline for the outcome, not a figure
-        while (status := node_status(node))["counters"]["refreshes_in_lane"] < 1:
-            assert time.monotonic() < deadline, f"no refresh in the lane: {status['counters']}"
+        while (now := status(node))["counters"]["refreshes_in_lane"] < 1:
+            assert time.monotonic() < deadline, f"no refresh in the lane: {now['counters']}"
             time.sleep(1)
-        assert [r["extension"] for r in status["registrations"]] == ["1201"]
+        assert [r["extension"] for r in now["registrations"]] == ["1201"]
         phone.wait_registered(timeout=10)
-
-
-def node_status(node: NodeProcess) -> dict:
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "status", "--json",
-                          "--data-dir", str(node.data_dir)], capture_output=True, text=True,
-                         timeout=30, cwd=Path(__file__).resolve().parent.parent)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from marks import NEEDS_SIPP
 from phones.node import NodeProcess
 from phones.ports import free_port
 from phones.sipp import SippResult, SippUas, run_sipp
+from test_mesh_loopback import status
 
 pytestmark = [pytest.mark.phones, NEEDS_SIPP]
 
@@ -63,18 +59,10 @@ def test_a_refreshing_phone_is_answered_by_the_refresh_lane_and_still_called(
                  workdir=tmp_path) as uas:
         register(node, "2003", uas.port, tmp_path)
         register(node, "2003", uas.port, tmp_path)
-        assert counters(node)["refreshes_in_lane"] == 1
+        assert status(node)["counters"]["refreshes_in_lane"] == 1
         ok(run_sipp("uac_call", node.target, service="2003", keys={"caller": "2001"},
                     workdir=tmp_path), node, "call 2001 -> 2003 (caller side)")
         finish(uas, node, "call 2001 -> 2003 (callee side)")
-
-
-def counters(node: NodeProcess) -> dict[str, int]:
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "status", "--json",
-                          "--data-dir", str(node.data_dir)], capture_output=True, text=True,
-                         timeout=30, cwd=Path(__file__).resolve().parent.parent)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["counters"]
 
 
 def test_cancel_before_answer(start_node, tmp_path):

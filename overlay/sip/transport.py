@@ -283,11 +283,7 @@ class SipTransport:
         """Send `data` back to `source`, the sender of the UDP datagram on_message is
         being given now, at the socket address it came from (not worked out again)."""
         assert self._udp is not None
-        error = self._udp.sendto(data, self._udp.delivering, source)
-        if error is not None:
-            self._send_failed(source, data, error)
-        else:
-            self.counters["sent"] += 1
+        self._udp_send(data, self._udp.delivering, source)
 
     def _send_udp(self, data: bytes, host: str, port: int, dest: Address) -> None:
         version = _ip_version(host)
@@ -299,8 +295,11 @@ class SipTransport:
         elif version == 6 and self._family == socket.AF_INET:
             self._send_failed(dest, data, OSError(errno.EAFNOSUPPORT, "no IPv6 UDP socket"))
             return
+        self._udp_send(data, (host, port), dest)
+
+    def _udp_send(self, data: bytes, addr: Any, dest: Address) -> None:
         assert self._udp is not None
-        error = self._udp.sendto(data, (host, port), dest)
+        error = self._udp.sendto(data, addr, dest)
         if error is not None:
             self._send_failed(dest, data, error)
         else:

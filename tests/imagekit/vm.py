@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from meshbed import stop_process
 from phones.nsexec import in_netns, ns_argv, ns_connect
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,12 +97,7 @@ class Dhcp:
                                          for line in self.log.read_text().splitlines())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
 
 
 class Vm:
@@ -150,13 +146,8 @@ class Vm:
         return f"--- console {self.console.name} ---\n{text[-chars:]}\n--- qemu ---\n{err}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10)
         subprocess.run(["ip", "-n", self.hub, "link", "del", self.tap], timeout=10,
                        stderr=subprocess.DEVNULL)
 

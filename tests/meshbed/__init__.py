@@ -4,11 +4,18 @@
 See meshbed.bed for the API; test_meshbed.py for it in use; `make mesh-demo` to try it.
 """
 
-from .bed import BedError, MeshBed, cleanup_stale, netns_available, nft_available
+from .bed import (
+    BedError,
+    MeshBed,
+    cleanup_stale,
+    netns_available,
+    nft_available,
+    stop_process,
+)
 from .faults import Faults, Pair, hub_links, render_nft
 from .probe import Rtt, UdpEcho, ping, udp_probe
 
 __all__ = [
     "BedError", "Faults", "MeshBed", "Pair", "Rtt", "UdpEcho", "cleanup_stale", "hub_links",
-    "netns_available", "nft_available", "ping", "render_nft", "udp_probe",
+    "netns_available", "nft_available", "ping", "render_nft", "stop_process", "udp_probe",
 ]

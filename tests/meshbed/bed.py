@@ -291,7 +291,7 @@ class MeshBed:
         for echo in self._echoes:
             attempt("closing UDP echo", echo.close)
         for proc in self._procs:
-            attempt(f"stopping pid {proc.pid}", _stop_process, proc)
+            attempt(f"stopping pid {proc.pid}", stop_process, proc)
         attempt("stopping the delay hub", self._stop_hub_process)
         for name in reversed(self._created):
             try:
@@ -506,7 +506,7 @@ class MeshBed:
                 proc.stdin.close()  # it exits when its stdin closes
             proc.wait(timeout=HUB_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired):
-            _stop_process(proc)
+            stop_process(proc)
         if self._created:  # ports back on the kernel bridge (their up/down state is kept)
             for port in self.ports.values():
                 _run(["ip", "-n", self.hub, "link", "set", port, "master", "br0"])
@@ -604,7 +604,7 @@ def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
         pass
 
 
-def _stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
     """SIGTERM, bounded wait, then SIGKILL."""
     if proc.poll() is not None:
         return
